@@ -1,0 +1,88 @@
+# mnemo — `make help` lists the targets.
+CC ?= cc
+PKGS := luajit libuv hiredis libpq
+BUILD := build
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LUV_CFLAGS := -isystem /usr/include/lua5.1
+LUV_LIBS := -llua5.1-luv
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(PKG_CFLAGS) $(LUV_CFLAGS)
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# Native core: knows nothing about Lua (see docs/ARCHITECTURE.md).
+CORE_SRC := runtime/heap.c runtime/clock.c runtime/timer.c
+# Lua bindings and the per-state runtime.
+LUA_SRC := runtime/lua_luv.c runtime/lua_runtime.c runtime/lua_tasks.c runtime/lua_mnemo.c
+HOST_SRC := runtime/host.c runtime/main.c
+
+CORE_OBJ := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
+LUA_OBJ := $(LUA_SRC:runtime/%.c=$(BUILD)/obj/%.o)
+HOST_OBJ := $(HOST_SRC:runtime/%.c=$(BUILD)/obj/%.o)
+
+C_TESTS := $(patsubst tests/c/%.c,%,$(filter-out tests/c/test_main.c,$(wildcard tests/c/test_*.c)))
+
+.PHONY: all run test bench clean help deps format _run _test _bench
+all: $(BUILD)/mnemo-run $(BUILD)/mnemo_core.so
+
+help:
+	@echo "make          build build/mnemo-run and build/mnemo_core.so"
+	@echo "make run      build, then run the main job (examples/demo.lua)"
+	@echo "make test     every test: C unit tests (plain and ASan+UBSan), busted specs"
+	@echo "make bench    benchmarks, each printing a ratio against its baseline"
+	@echo "make format   clang-format the C sources"
+	@echo "make deps     install missing Debian packages (scripts/install-deps)"
+	@echo "make clean    remove build/"
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/obj/%.o: runtime/%.c $(wildcard runtime/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj $(BUILD)/asan $(BUILD)/tests:
+	@mkdir -p $@
+
+$(BUILD)/libmnemo.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/mnemo-run: $(HOST_OBJ) $(LUA_OBJ) $(BUILD)/libmnemo.a
+	$(CC) $(CFLAGS) -rdynamic $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
+
+$(BUILD)/mnemo_core.so: $(LUA_OBJ) $(BUILD)/libmnemo.a
+	$(CC) $(CFLAGS) -shared $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
+
+# C unit tests: once plain, once under AddressSanitizer + UBSan.
+$(BUILD)/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lcmocka -lm
+
+$(BUILD)/asan/%: tests/c/%.c $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h | $(BUILD)/asan
+	$(CC) $(CFLAGS) -O1 $(SAN) -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lcmocka -lm
+
+# run, test and bench first install what is missing, then build in a fresh
+# make (so pkg-config sees the packages just installed).
+run test bench:
+	@scripts/install-deps --quiet
+	@$(MAKE) --no-print-directory _$@
+
+_run: all
+	$(BUILD)/mnemo-run examples/demo.lua
+
+# mnemo-run itself, instrumented, for the host specs.
+$(BUILD)/asan/mnemo-run: $(HOST_SRC) $(LUA_SRC) $(CORE_SRC) $(wildcard runtime/*.h) | $(BUILD)/asan
+	$(CC) $(CFLAGS) -O1 $(SAN) $(HOST_SRC) $(LUA_SRC) $(CORE_SRC) -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
+
+_test: all $(BUILD)/asan/mnemo-run $(C_TESTS:%=$(BUILD)/tests/%) $(C_TESTS:%=$(BUILD)/asan/%)
+	@scripts/run-tests $(C_TESTS)
+
+_bench: all
+	@scripts/run-benches
+
+format:
+	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,48 @@
+-- mnemo: the Lua face of the runtime. The native half is mnemo_core (linked
+-- into mnemo-run, or build/mnemo_core.so under plain luajit); this file adds
+-- what is easier to say in Lua.
+local uv = require "luv" -- first, so the native half shares luv's loop
+local core = require "mnemo_core"
+
+local select, pack, unpack = select, table.pack, unpack
+
+if not pack then
+  pack = function(...)
+    return { n = select("#", ...), ... }
+  end
+end
+
+local _M = {
+  version = core.version,
+  now = core.now,
+  sleep = core.sleep,
+  spawn = core.spawn,
+  clock = core.clock,
+  hosted = core.hosted,
+  uv = uv,
+}
+
+-- Runs fn(...) as a task and returns what it returns. From plain luajit
+-- (busted specs, tools) it drives the loop until the task is done. The
+-- task's own error is raised as the original value (so `err.kind` survives
+-- a pcall); an uncaught error of another task or of a luv callback started
+-- meanwhile is raised as text with its traceback. Inside a task (under
+-- mnemo-run) it simply calls fn.
+function _M.run(fn, ...)
+  if core.in_task() then
+    return fn(...)
+  end
+  local results
+  core.spawn(function(...)
+    results = pack(pcall(fn, ...))
+  end, ...)
+  core.run_until(function()
+    return results ~= nil
+  end)
+  if not results[1] then
+    error(results[2], 0)
+  end
+  return unpack(results, 2, results.n)
+end
+
+return _M

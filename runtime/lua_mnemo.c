@@ -1,0 +1,18 @@
+/* luaopen_mnemo_core: builds the native module table. Loaded by
+ * lua/mnemo/init.lua both under mnemo-run (linked in) and from plain luajit
+ * (build/mnemo_core.so). */
+#include "lua_mnemo.h"
+
+#include <lauxlib.h>
+
+#include "lua_runtime.h"
+#include "version.h"
+
+LUALIB_API int luaopen_mnemo_core(lua_State *L) {
+  mnemo_rt_get(L);
+  lua_newtable(L);
+  lua_pushliteral(L, MNEMO_VERSION);
+  lua_setfield(L, -2, "version");
+  mnemo_open_tasks(L);
+  return 1;
+}

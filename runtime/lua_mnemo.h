@@ -1,0 +1,12 @@
+/* The native half of the `mnemo` Lua module (mnemo_core). Each lua_*.c file
+ * adds one group of functions to the module table on top of the stack. */
+#ifndef MNEMO_LUA_MNEMO_H
+#define MNEMO_LUA_MNEMO_H
+
+#include <lua.h>
+
+int luaopen_mnemo_core(lua_State *L);
+
+void mnemo_open_tasks(lua_State *L);
+
+#endif

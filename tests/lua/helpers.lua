@@ -1,0 +1,81 @@
+-- Test helpers: run build/mnemo-run as a real child process on the loop.
+local uv = require "luv"
+local mnemo = require "mnemo"
+
+local _M = {}
+
+_M.MNEMO_RUN = os.getenv("MNEMO_RUN") or "build/mnemo-run"
+
+local function read_all(pipe, sink)
+  pipe:read_start(function(err, data)
+    assert(not err, err)
+    if data then
+      sink[#sink + 1] = data
+    else
+      pipe:close()
+    end
+  end)
+end
+
+-- Runs a command (argument list) to completion, inside a mnemo task.
+-- opts.signal/opts.signal_after: send a signal after that many seconds.
+-- opts.stdin: text written to the child's standard input.
+-- Returns { code = exit code, signal = n, stdout = text, stderr = text }.
+function _M.spawn(args, opts)
+  opts = opts or {}
+  local stdin, stdout, stderr = uv.new_pipe(false), uv.new_pipe(false), uv.new_pipe(false)
+  local out, err = {}, {}
+  local result
+  local handle, pid_or_err
+  handle, pid_or_err = uv.spawn(args[1], {
+    args = { select(2, unpack(args)) },
+    stdio = { stdin, stdout, stderr },
+    env = opts.env,
+  }, function(code, signal)
+    result = { code = code, signal = signal }
+    handle:close()
+  end)
+  assert(handle, pid_or_err)
+  read_all(stdout, out)
+  read_all(stderr, err)
+  if opts.stdin then
+    stdin:write(opts.stdin)
+  end
+  stdin:shutdown(function()
+    stdin:close()
+  end)
+  if opts.signal then
+    mnemo.sleep(opts.signal_after or 0.2)
+    uv.process_kill(handle, opts.signal)
+  end
+  local deadline = mnemo.now() + (opts.timeout or 20)
+  while not (result and stdout:is_closing() and stderr:is_closing()) do
+    assert(mnemo.now() < deadline, "child process did not finish: " .. table.concat(args, " "))
+    mnemo.sleep(0.005)
+  end
+  result.stdout = table.concat(out)
+  result.stderr = table.concat(err)
+  return result
+end
+
+-- Runs mnemo-run with the given arguments (from outside any task).
+function _M.mnemo_run(args, opts)
+  local full = { _M.MNEMO_RUN }
+  for _, a in ipairs(args) do
+    full[#full + 1] = a
+  end
+  return mnemo.run(_M.spawn, full, opts)
+end
+
+function _M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function _M.tmpname(suffix)
+  return os.tmpname() .. (suffix or "")
+end
+
+return _M
