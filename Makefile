@@ -1,6 +1,6 @@
 # mnemo — `make help` lists the targets.
 CC ?= cc
-PKGS := luajit libuv hiredis libpq
+PKGS := luajit libuv hiredis libpq tree-sitter
 BUILD := build
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -26,7 +26,10 @@ HOST_OBJ := $(HOST_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 C_TESTS := $(patsubst tests/c/%.c,%,$(filter-out tests/c/test_main.c,$(wildcard tests/c/test_*.c)))
 
 .PHONY: all run test bench clean help deps format _run _test _bench
-all: $(BUILD)/mnemo-run $(BUILD)/mnemo_core.so
+all: $(BUILD)/mnemo-run $(BUILD)/mnemo_core.so $(GRAMMARS_LIB)
+
+# Tree-sitter grammars, pinned in grammars/versions.txt, fetched from npm.
+include mk/grammars.mk
 
 help:
 	@echo "make          build build/mnemo-run and build/mnemo_core.so"
@@ -35,6 +38,7 @@ help:
 	@echo "make bench    benchmarks, each printing a ratio against its baseline"
 	@echo "make format   clang-format the C sources"
 	@echo "make deps     install missing Debian packages (scripts/install-deps)"
+	@echo "make grammars fetch (npm) and build the pinned tree-sitter grammars"
 	@echo "make clean    remove build/"
 
 deps:
@@ -56,11 +60,14 @@ $(BUILD)/mnemo_core.so: $(LUA_OBJ) $(BUILD)/libmnemo.a
 	$(CC) $(CFLAGS) -shared $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
 
 # C unit tests: once plain, once under AddressSanitizer + UBSan.
-$(BUILD)/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lcmocka -lm
+TEST_DEPS := $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h $(GRAMMARS_LIB)
+TEST_LIBS := $(GRAMMARS_LIB) $(PKG_LIBS) -lcmocka -lm
 
-$(BUILD)/asan/%: tests/c/%.c $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h | $(BUILD)/asan
-	$(CC) $(CFLAGS) -O1 $(SAN) -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lcmocka -lm
+$(BUILD)/tests/%: tests/c/%.c $(TEST_DEPS) | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Iruntime $< $(CORE_SRC) -o $@ $(TEST_LIBS)
+
+$(BUILD)/asan/%: tests/c/%.c $(TEST_DEPS) | $(BUILD)/asan
+	$(CC) $(CFLAGS) -O1 $(SAN) -Iruntime $< $(CORE_SRC) -o $@ $(TEST_LIBS)
 
 # run, test and bench first install what is missing, then build in a fresh
 # make (so pkg-config sees the packages just installed).
@@ -78,7 +85,13 @@ $(BUILD)/asan/mnemo-run: $(HOST_SRC) $(LUA_SRC) $(CORE_SRC) $(wildcard runtime/*
 _test: all $(BUILD)/asan/mnemo-run $(C_TESTS:%=$(BUILD)/tests/%) $(C_TESTS:%=$(BUILD)/asan/%)
 	@scripts/run-tests $(C_TESTS)
 
-_bench: all
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+$(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lm
+
+_bench: all $(BENCHES)
 	@scripts/run-benches
 
 format:
