@@ -14,10 +14,11 @@ CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(PKG_CFLAGS) $(LUV_CFLAGS)
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # Native core: knows nothing about Lua (see docs/ARCHITECTURE.md).
-CORE_SRC := runtime/heap.c runtime/clock.c runtime/timer.c
-# Lua bindings and the per-state runtime.
-LUA_SRC := runtime/lua_luv.c runtime/lua_runtime.c runtime/lua_tasks.c runtime/lua_mnemo.c
+# Lua bindings (lua_*.c) and the per-state runtime sit above it; the host
+# (host.c, main.c) above those.
 HOST_SRC := runtime/host.c runtime/main.c
+LUA_SRC := $(wildcard runtime/lua_*.c)
+CORE_SRC := $(filter-out $(HOST_SRC) $(LUA_SRC),$(wildcard runtime/*.c))
 
 CORE_OBJ := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:runtime/%.c=$(BUILD)/obj/%.o)
