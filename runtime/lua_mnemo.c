@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "lua_runtime.h"
+#include "lua_scope.h"
 #include "version.h"
 
 LUALIB_API int luaopen_mnemo_core(lua_State *L) {
@@ -14,5 +15,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   lua_pushliteral(L, MNEMO_VERSION);
   lua_setfield(L, -2, "version");
   mnemo_open_tasks(L);
+  mnemo_open_scope(L);
   return 1;
 }

@@ -1,5 +1,5 @@
-/* Tasks and time for Lua: mnemo.spawn, mnemo.sleep, mnemo.now, mnemo.clock
- * and the library-mode loop driver used by mnemo.run. */
+/* Tasks and time for Lua: mnemo.spawn, mnemo.now, mnemo.clock and the
+ * library-mode loop driver used by mnemo.run. Waiting is in lua_scope.c. */
 #include "lua_mnemo.h"
 
 #include <lauxlib.h>
@@ -7,45 +7,10 @@
 
 #include "lua_runtime.h"
 
-/* A coroutine parked on a timer. Lives in a userdata so Lua frees it even
- * if the state closes while it is pending; its __gc unlinks the timer. */
-typedef struct task_sleep {
-  mnemo_timer_t timer;
-  mnemo_rt_t *rt;
-  lua_State *co;
-  int self_ref;
-  int co_ref;
-} task_sleep_t;
-
-static const char sleep_mt[] = "mnemo.sleep";
-
 static int in_task(lua_State *L) {
   int is_main = lua_pushthread(L);
   lua_pop(L, 1);
   return !is_main;
-}
-
-static void on_sleep_done(mnemo_timer_t *timer) {
-  task_sleep_t *sleep = timer->data;
-  mnemo_rt_t *rt = sleep->rt;
-  lua_State *co = sleep->co;
-  int co_ref = sleep->co_ref;
-
-  /* Keep the coroutine anchored on our thread while it runs; the sleep
-   * record itself may be collected from here on. */
-  lua_rawgeti(rt->L, LUA_REGISTRYINDEX, co_ref);
-  luaL_unref(rt->L, LUA_REGISTRYINDEX, co_ref);
-  luaL_unref(rt->L, LUA_REGISTRYINDEX, sleep->self_ref);
-  sleep->co_ref = sleep->self_ref = LUA_NOREF;
-  if (lua_status(co) == LUA_YIELD)
-    mnemo_rt_resume(rt, co, 0);
-  lua_pop(rt->L, 1);
-}
-
-static int sleep_gc(lua_State *L) {
-  task_sleep_t *sleep = lua_touserdata(L, 1);
-  mnemo_timer_stop(&sleep->timer);
-  return 0;
 }
 
 static double check_seconds(lua_State *L, int idx) {
@@ -53,31 +18,6 @@ static double check_seconds(lua_State *L, int idx) {
   if (!(seconds >= 0) || isinf(seconds))
     luaL_argerror(L, idx, "expected a finite number of seconds >= 0");
   return seconds;
-}
-
-static int l_sleep(lua_State *L) {
-  mnemo_rt_t *rt = mnemo_rt_get(L);
-  double seconds = check_seconds(L, 1);
-  task_sleep_t *sleep;
-
-  if (!in_task(L) || L == rt->L)
-    return luaL_error(L, "mnemo.sleep: not inside a task (wrap the caller "
-                         "in mnemo.run or mnemo.spawn)");
-  sleep = lua_newuserdata(L, sizeof(*sleep));
-  mnemo_timer_init(&sleep->timer, on_sleep_done, sleep);
-  sleep->rt = rt;
-  sleep->co = L;
-  luaL_getmetatable(L, sleep_mt);
-  lua_setmetatable(L, -2);
-  sleep->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushthread(L);
-  sleep->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-
-  /* Sleeping is rare enough to afford a fresh clock read, so the delay is
-   * measured from now rather than from the start of this loop turn. */
-  mnemo_clock_update(&rt->clock);
-  mnemo_timer_start(&rt->timers, &sleep->timer, mnemo_seconds_to_ns(seconds));
-  return lua_yield(L, 0);
 }
 
 static int l_now(lua_State *L) {
@@ -173,7 +113,7 @@ static int l_clock_pending(lua_State *L) {
 
 void mnemo_open_tasks(lua_State *L) {
   static const luaL_Reg functions[] = {
-      {"sleep", l_sleep},         {"now", l_now},
+      {"now", l_now},
       {"spawn", l_spawn},         {"run_until", l_run_until},
       {"hosted", l_hosted},       {"in_task", l_in_task},
       {NULL, NULL}};
@@ -183,11 +123,6 @@ void mnemo_open_tasks(lua_State *L) {
       {"advance", l_clock_advance},
       {"pending", l_clock_pending},
       {NULL, NULL}};
-
-  luaL_newmetatable(L, sleep_mt);
-  lua_pushcfunction(L, sleep_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
 
   luaL_register(L, NULL, functions);
   lua_newtable(L);

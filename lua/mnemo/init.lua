@@ -3,6 +3,8 @@
 -- what is easier to say in Lua.
 local uv = require "luv" -- first, so the native half shares luv's loop
 local core = require "mnemo_core"
+local timeout = require "mnemo.timeout"
+local errors = require "mnemo.errors"
 
 local select, pack, unpack = select, table.pack, unpack
 
@@ -15,7 +17,14 @@ end
 local _M = {
   version = core.version,
   now = core.now,
-  sleep = core.sleep,
+  sleep = timeout.sleep,
+  timeout = timeout.timeout,
+  shield = timeout.shield,
+  await = timeout.await,
+  remaining = timeout.remaining,
+  errors = errors,
+  error = errors.new,
+  log = require "mnemo.log",
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,
