@@ -88,9 +88,12 @@ _test: all $(BUILD)/asan/mnemo-run $(C_TESTS:%=$(BUILD)/tests/%) $(C_TESTS:%=$(B
 
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
+BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+
 $(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lm
+	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lm \
+	  $(if $(findstring bench_guard,$@),$(BENCH_WRAP))
 
 _bench: all $(BENCHES)
 	@scripts/run-benches

@@ -10,12 +10,12 @@ enum {
 };
 
 typedef struct mnemo_host_options {
-  const char *program;     /* argv[0] */
-  const char *script;      /* path, or NULL with `code` */
-  const char *code;        /* -e CODE, or NULL */
-  char **argv;             /* the full command line, for `arg` */
+  const char *program; /* argv[0] */
+  const char *script;  /* path, or NULL with `code` */
+  const char *code;    /* -e CODE, or NULL */
+  char **argv;         /* the full command line, for `arg` */
   int argc;
-  int script_index;        /* index in argv that becomes arg[0] */
+  int script_index; /* index in argv that becomes arg[0] */
 } mnemo_host_options_t;
 
 /* Runs the script as the main task, then the loop until no work is left.

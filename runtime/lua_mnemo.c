@@ -16,5 +16,9 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   lua_setfield(L, -2, "version");
   mnemo_open_tasks(L);
   mnemo_open_scope(L);
+  mnemo_open_retry(L);
+  mnemo_open_breaker(L);
+  mnemo_open_bulkhead(L);
+  mnemo_open_errors(L);
   return 1;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lua_luv.h"
+#include "lua_scope.h"
 
 /* The address of this variable is the runtime's registry key. */
 static const char runtime_key = 'r';
@@ -103,6 +104,7 @@ void mnemo_rt_close(mnemo_rt_t *rt) {
     return;
   rt->closed = 1;
   mnemo_timers_close(&rt->timers);
+  mnemo_scope_pool_free(rt);
 }
 
 /* Returns luv's loop, loading luv first under plain luajit (luv then

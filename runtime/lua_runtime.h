@@ -20,12 +20,13 @@ typedef struct mnemo_rt {
                    that yields: safe to push on from any C callback */
   mnemo_clock_t clock;
   mnemo_timers_t timers;
-  int hosted;      /* 1 under mnemo-run: the script already is a task */
-  int failed;      /* an uncaught error is waiting to be reported */
-  int error_ref;   /* registry ref of that error's text, with traceback */
-  int exit_code;   /* for the host: set by signals */
-  int run_depth;   /* nesting of mnemo.run in library mode */
+  int hosted;    /* 1 under mnemo-run: the script already is a task */
+  int failed;    /* an uncaught error is waiting to be reported */
+  int error_ref; /* registry ref of that error's text, with traceback */
+  int exit_code; /* for the host: set by signals */
+  int run_depth; /* nesting of mnemo.run in library mode */
   int closed;
+  struct mnemo_scope_pool *scopes; /* lua_scope.c's recycled records */
 } mnemo_rt_t;
 
 /* Returns the state's runtime, creating it (and loading luv if needed) on

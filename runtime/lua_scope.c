@@ -29,6 +29,7 @@ struct task_state {
   scope_t *top;
   wait_t *wait;
   task_state_t *next_free;
+  task_state_t *next_all;
 };
 
 struct scope {
@@ -57,11 +58,45 @@ static const char factory_key = 'f';
 static const char hook_key = 'h';
 static const char wait_mt[] = "mnemo.wait";
 
-/* Pools live for the process; bounded by the peak number of concurrent
- * scopes and tasks. */
-static scope_t *free_scopes;
-static scope_t *all_scopes;
-static task_state_t *free_tasks;
+/* Recycled records, one pool per runtime; bounded by the peak number of
+ * concurrent scopes and tasks, freed when the runtime closes. */
+struct mnemo_scope_pool {
+  scope_t *free_scopes;
+  scope_t *all_scopes;
+  task_state_t *free_tasks;
+  task_state_t *all_tasks;
+};
+
+static struct mnemo_scope_pool *pool_of(lua_State *L) {
+  mnemo_rt_t *rt = mnemo_rt_get(L);
+  if (rt->closed)
+    luaL_error(L, "mnemo: the runtime is shutting down");
+  if (rt->scopes == NULL) {
+    rt->scopes = calloc(1, sizeof(*rt->scopes));
+    if (rt->scopes == NULL)
+      luaL_error(L, "mnemo: out of memory");
+  }
+  return rt->scopes;
+}
+
+void mnemo_scope_pool_free(mnemo_rt_t *rt) {
+  struct mnemo_scope_pool *pool = rt->scopes;
+  if (pool == NULL)
+    return;
+  while (pool->all_scopes != NULL) {
+    scope_t *s = pool->all_scopes;
+    pool->all_scopes = s->next_all;
+    mnemo_deadline_leave(&s->deadline);
+    free(s);
+  }
+  while (pool->all_tasks != NULL) {
+    task_state_t *t = pool->all_tasks;
+    pool->all_tasks = t->next_all;
+    free(t);
+  }
+  free(pool);
+  rt->scopes = NULL;
+}
 
 static void push_tasks_table(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&tasks_key);
@@ -86,14 +121,20 @@ static task_state_t *task_find(lua_State *L) {
 }
 
 static task_state_t *task_get(lua_State *L) {
+  struct mnemo_scope_pool *pool;
   task_state_t *task = task_find(L);
   if (task != NULL)
     return task;
-  task = free_tasks;
-  if (task != NULL)
-    free_tasks = task->next_free;
-  else if ((task = malloc(sizeof(*task))) == NULL)
-    luaL_error(L, "mnemo: out of memory");
+  pool = pool_of(L);
+  task = pool->free_tasks;
+  if (task != NULL) {
+    pool->free_tasks = task->next_free;
+  } else {
+    if ((task = malloc(sizeof(*task))) == NULL)
+      luaL_error(L, "mnemo: out of memory");
+    task->next_all = pool->all_tasks;
+    pool->all_tasks = task;
+  }
   task->co = L;
   task->top = NULL;
   task->wait = NULL;
@@ -115,8 +156,8 @@ static void task_release_if_idle(lua_State *L, task_state_t *task) {
   lua_pushnil(L);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  task->next_free = free_tasks;
-  free_tasks = task;
+  task->next_free = pool_of(L)->free_tasks;
+  pool_of(L)->free_tasks = task;
 }
 
 mnemo_deadline_t *mnemo_lua_current_deadline(lua_State *L) {
@@ -259,16 +300,19 @@ static wait_t *new_wait(lua_State *L, mnemo_rt_t *rt) {
   return w;
 }
 
-/* sleep(seconds) -> true | nil, TimeoutError */
+/* sleep(seconds, weak) -> true | nil, TimeoutError. A weak sleep does not
+ * keep the process alive (background work such as health probes). */
 static int l_sleep(lua_State *L) {
   mnemo_rt_t *rt = mnemo_rt_get(L);
   double seconds = luaL_checknumber(L, 1);
+  int weak = lua_toboolean(L, 2);
   if (!(seconds >= 0) || isinf(seconds))
     return luaL_argerror(L, 1, "expected a finite number of seconds >= 0");
   if (!in_task(L, rt))
     return luaL_error(L, "mnemo.sleep: not inside a task (wrap the caller "
                          "in mnemo.run or mnemo.spawn)");
   new_wait(L, rt);
+  ((wait_t *)lua_touserdata(L, -1))->timer.weak = weak;
   return park(L, lua_touserdata(L, -1), mnemo_seconds_to_ns(seconds));
 }
 
@@ -331,17 +375,25 @@ static int l_wait_wake(lua_State *L) {
 /* ---- scopes ---- */
 
 static scope_t *scope_alloc(lua_State *L) {
-  scope_t *s = free_scopes;
+  struct mnemo_scope_pool *pool = pool_of(L);
+  scope_t *s = pool->free_scopes;
   if (s != NULL) {
-    free_scopes = s->next_free;
+    pool->free_scopes = s->next_free;
     return s;
   }
   s = malloc(sizeof(*s));
   if (s == NULL)
     luaL_error(L, "mnemo: out of memory");
-  s->next_all = all_scopes;
-  all_scopes = s;
+  mnemo_timer_init(&s->deadline.timer, NULL, NULL);
+  s->next_all = pool->all_scopes;
+  pool->all_scopes = s;
   return s;
+}
+
+static void scope_free(lua_State *L, scope_t *s) {
+  struct mnemo_scope_pool *pool = pool_of(L);
+  s->next_free = pool->free_scopes;
+  pool->free_scopes = s;
 }
 
 /* scope_enter(seconds|nil, operation|nil, shield) -> scope */
@@ -364,8 +416,8 @@ static int l_scope_enter(lua_State *L) {
   } else {
     uint64_t ns = lua_isnumber(L, 1) ? mnemo_seconds_to_ns(lua_tonumber(L, 1))
                                      : MNEMO_DEADLINE_NONE;
-    mnemo_deadline_enter(&s->deadline, &rt->timers, parent, ns,
-                         on_scope_expire, s);
+    mnemo_deadline_enter(&s->deadline, &rt->timers, parent, ns, on_scope_expire,
+                         s);
   }
   /* Elapsed time is measured precisely; the due time stays on the loop's
    * cached clock like every timer. */
@@ -392,17 +444,16 @@ static int l_scope_leave(lua_State *L) {
     mnemo_deadline_leave(&inner->deadline);
     task->top = inner->below;
     luaL_unref(L, LUA_REGISTRYINDEX, inner->operation_ref);
-    inner->next_free = free_scopes;
-    free_scopes = inner;
+    scope_free(L, inner);
   }
   if (task->top != s)
     return luaL_error(L, "mnemo: leaving a scope that is not active");
   mnemo_deadline_leave(&s->deadline);
   now = mnemo_clock_now(&s->rt->clock);
-  expired = s->deadline.expired ||
-            (!s->deadline.shielded &&
-             s->deadline.timeout_ns != MNEMO_DEADLINE_NONE &&
-             now - s->deadline.started_ns >= s->deadline.timeout_ns);
+  expired =
+      s->deadline.expired ||
+      (!s->deadline.shielded && s->deadline.timeout_ns != MNEMO_DEADLINE_NONE &&
+       now - s->deadline.started_ns >= s->deadline.timeout_ns);
   lua_pushboolean(L, expired);
   lua_pushnumber(L, (double)(now - s->deadline.started_ns) / 1e9);
   lua_pushnumber(L, (double)s->deadline.timeout_ns / 1e9);
@@ -412,8 +463,7 @@ static int l_scope_leave(lua_State *L) {
     lua_pushnil(L);
   luaL_unref(L, LUA_REGISTRYINDEX, s->operation_ref);
   task->top = s->below;
-  s->next_free = free_scopes;
-  free_scopes = s;
+  scope_free(L, s);
   task_release_if_idle(L, task);
   return 4;
 }
@@ -431,8 +481,8 @@ static int l_remaining(lua_State *L) {
   {
     uint64_t left = mnemo_deadline_remaining(&task->top->deadline,
                                              mnemo_clock_now(&rt->clock));
-    lua_pushnumber(L, left == MNEMO_DEADLINE_NONE ? HUGE_VAL
-                                                  : (double)left / 1e9);
+    lua_pushnumber(L,
+                   left == MNEMO_DEADLINE_NONE ? HUGE_VAL : (double)left / 1e9);
     lua_pushboolean(L, expired_scope(task) != NULL);
   }
   return 2;

@@ -12,4 +12,8 @@ mnemo_deadline_t *mnemo_lua_current_deadline(lua_State *L);
 
 void mnemo_open_scope(lua_State *L);
 
+struct mnemo_rt;
+/* Frees the runtime's scope and task records (at runtime close). */
+void mnemo_scope_pool_free(struct mnemo_rt *rt);
+
 #endif

@@ -101,8 +101,8 @@ static int l_clock_advance(lua_State *L) {
   if (!rt->clock.is_virtual)
     return luaL_error(L, "mnemo.clock.advance: the clock is not virtual "
                          "(call mnemo.clock.virtual(true) first)");
-  lua_pushnumber(
-      L, (double)mnemo_timers_advance(&rt->timers, mnemo_seconds_to_ns(seconds)));
+  lua_pushnumber(L, (double)mnemo_timers_advance(&rt->timers,
+                                                 mnemo_seconds_to_ns(seconds)));
   return 1;
 }
 
@@ -113,16 +113,13 @@ static int l_clock_pending(lua_State *L) {
 
 void mnemo_open_tasks(lua_State *L) {
   static const luaL_Reg functions[] = {
-      {"now", l_now},
-      {"spawn", l_spawn},         {"run_until", l_run_until},
-      {"hosted", l_hosted},       {"in_task", l_in_task},
-      {NULL, NULL}};
-  static const luaL_Reg clock_functions[] = {
-      {"virtual", l_clock_set_virtual},
-      {"is_virtual", l_clock_is_virtual},
-      {"advance", l_clock_advance},
-      {"pending", l_clock_pending},
-      {NULL, NULL}};
+      {"now", l_now},       {"spawn", l_spawn},     {"run_until", l_run_until},
+      {"hosted", l_hosted}, {"in_task", l_in_task}, {NULL, NULL}};
+  static const luaL_Reg clock_functions[] = {{"virtual", l_clock_set_virtual},
+                                             {"is_virtual", l_clock_is_virtual},
+                                             {"advance", l_clock_advance},
+                                             {"pending", l_clock_pending},
+                                             {NULL, NULL}};
 
   luaL_register(L, NULL, functions);
   lua_newtable(L);

@@ -40,6 +40,7 @@ int mnemo_timers_init(mnemo_timers_t *timers, mnemo_clock_t *clock,
   timers->next_seq = 0;
   timers->driver = NULL;
   timers->armed_due_ns = 0;
+  timers->weak_count = 0;
   if (loop != NULL) {
     int rc;
     struct mnemo_timer_driver *driver = malloc(sizeof(*driver));
@@ -81,6 +82,11 @@ void mnemo_timers_rearm(mnemo_timers_t *timers) {
 
   if (timers->driver == NULL)
     return;
+  /* Only weak timers pending: let the loop end if nothing else runs. */
+  if (timers->weak_count == timers->heap.count)
+    uv_unref((uv_handle_t *)&timers->driver->handle);
+  else
+    uv_ref((uv_handle_t *)&timers->driver->handle);
   if (head == NULL || timers->clock->is_virtual) {
     if (timers->armed_due_ns != 0) {
       uv_timer_stop(&timers->driver->handle);
@@ -94,8 +100,8 @@ void mnemo_timers_rearm(mnemo_timers_t *timers) {
   now = mnemo_clock_cached(timers->clock);
   /* Round up: libuv fires when loop time >= start + timeout, and a timer
    * must never fire before its due time. */
-  delay_ms = due > now ? (due - now + MNEMO_NS_PER_MS - 1) / MNEMO_NS_PER_MS
-                       : 0;
+  delay_ms =
+      due > now ? (due - now + MNEMO_NS_PER_MS - 1) / MNEMO_NS_PER_MS : 0;
   uv_timer_start(&timers->driver->handle, on_uv_timer, delay_ms, 0);
   timers->armed_due_ns = due ? due : 1;
 }
@@ -107,6 +113,7 @@ void mnemo_timer_init(mnemo_timer_t *timer, mnemo_timer_cb cb, void *data) {
   timer->cb = cb;
   timer->data = data;
   timer->owner = NULL;
+  timer->weak = 0;
 }
 
 void mnemo_timer_start_at(mnemo_timers_t *timers, mnemo_timer_t *timer,
@@ -116,8 +123,11 @@ void mnemo_timer_start_at(mnemo_timers_t *timers, mnemo_timer_t *timer,
   timer->due_ns = due_ns;
   timer->seq = timers->next_seq++;
   timer->owner = timers;
+  timers->weak_count += timer->weak ? 1 : 0;
   mnemo_heap_insert(&timers->heap, &timer->node);
-  if (mnemo_heap_min(&timers->heap) == &timer->node)
+  /* Re-arm when the head changed or the loop's reference may change. */
+  if (mnemo_heap_min(&timers->heap) == &timer->node || timer->weak ||
+      timers->weak_count + 1 == timers->heap.count)
     mnemo_timers_rearm(timers);
 }
 
@@ -136,7 +146,8 @@ void mnemo_timer_stop(mnemo_timer_t *timer) {
   was_head = mnemo_heap_min(&timers->heap) == &timer->node;
   mnemo_heap_remove(&timers->heap, &timer->node);
   timer->owner = NULL;
-  if (was_head)
+  timers->weak_count -= timer->weak ? 1 : 0;
+  if (was_head || timers->weak_count == timers->heap.count)
     mnemo_timers_rearm(timers);
 }
 
@@ -151,6 +162,7 @@ static int fire_head_if_due(mnemo_timers_t *timers, uint64_t now) {
     return 0;
   mnemo_heap_remove(&timers->heap, head);
   timer->owner = NULL;
+  timers->weak_count -= timer->weak ? 1 : 0;
   /* The callback may restart this timer or free the struct holding it. */
   timer->cb(timer);
   return 1;
@@ -170,9 +182,9 @@ uint64_t mnemo_timers_advance(mnemo_timers_t *timers, uint64_t delta_ns) {
 
   if (!clock->is_virtual)
     return 0;
-  target = delta_ns > UINT64_MAX - clock->virtual_ns ? UINT64_MAX
-                                                     : clock->virtual_ns +
-                                                           delta_ns;
+  target = delta_ns > UINT64_MAX - clock->virtual_ns
+               ? UINT64_MAX
+               : clock->virtual_ns + delta_ns;
   while ((head = mnemo_heap_min(&timers->heap)) != NULL &&
          TIMER_OF(head)->due_ns <= target) {
     if (TIMER_OF(head)->due_ns > clock->virtual_ns)

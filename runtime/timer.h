@@ -25,6 +25,7 @@ struct mnemo_timer {
   mnemo_timer_cb cb;
   void *data;
   mnemo_timers_t *owner; /* non-NULL while pending */
+  int weak;              /* does not keep the loop alive (background probes) */
 };
 
 struct mnemo_timers {
@@ -33,6 +34,7 @@ struct mnemo_timers {
   uint64_t next_seq;
   struct mnemo_timer_driver *driver; /* the uv timer; NULL without a loop */
   uint64_t armed_due_ns; /* due time the uv timer is armed for, or 0 */
+  uint64_t weak_count;   /* pending timers with `weak` set */
 };
 
 /* loop may be NULL: then only virtual time can fire timers. */

@@ -60,16 +60,42 @@ function _M.new(kind, message, fields)
   return new(kind, fields, message or kind)
 end
 
--- The class of any error value.
+-- luv reports system errors as "ECONNREFUSED: connection refused": the
+-- errno name maps to a class as it does in C.
+local ERRNO_CLASS = {
+  ECONNREFUSED = "connection", ECONNRESET = "connection", ECONNABORTED = "connection",
+  EPIPE = "connection", EHOSTUNREACH = "connection", ENETUNREACH = "connection",
+  ENETDOWN = "connection", ENOTCONN = "connection", EHOSTDOWN = "connection",
+  EAI_AGAIN = "connection", EAI_NONAME = "connection", EAI_FAIL = "connection",
+  ETIMEDOUT = "timeout", ECANCELED = "cancelled", ENOENT = "not_found",
+  EACCES = "auth", EPERM = "auth", EINVAL = "invalid_input", EAGAIN = "busy",
+  EBUSY = "busy", EMFILE = "too_many_connections", ENFILE = "too_many_connections",
+}
+_M.ERRNO_CLASS = ERRNO_CLASS
+
+-- The class of any error value: a table's `kind`, a luv error string's
+-- errno name, else "unknown".
 function _M.classify(err)
-  if type(err) == "table" then
+  local t = type(err)
+  if t == "table" then
     local kind = err.kind
     if type(kind) == "string" then
       return kind
     end
+  elseif t == "string" then
+    local name = err:match("^(E[%u_]+):") or err:match(": (E[%u_]+):")
+    if name and ERRNO_CLASS[name] then
+      return ERRNO_CLASS[name]
+    end
   end
   return "unknown"
 end
+
+local core = require "mnemo_core"
+_M.class_from_errno = core.class_from_errno
+_M.class_from_sqlstate = core.class_from_sqlstate
+_M.class_from_http_status = core.class_from_http_status
+_M.class_from_redis = core.class_from_redis
 
 _M.Error = Error
 return _M

@@ -5,6 +5,7 @@ local uv = require "luv" -- first, so the native half shares luv's loop
 local core = require "mnemo_core"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
+local guard = require "mnemo.guard"
 
 local select, pack, unpack = select, table.pack, unpack
 
@@ -25,6 +26,13 @@ local _M = {
   errors = errors,
   error = errors.new,
   log = require "mnemo.log",
+  guard = guard.guard,
+  retry = guard.retry,
+  configure = guard.configure,
+  explain = guard.explain,
+  stats = guard.stats,
+  breaker = require "mnemo.breaker",
+  bulkhead = require "mnemo.bulkhead",
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,

@@ -177,6 +177,35 @@ static void test_real_loop(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Weak timers do not keep the loop alive; a strong one added later does. */
+static void test_weak_timers(void **state) {
+  uv_loop_t loop;
+  mnemo_clock_t clock;
+  mnemo_timers_t timers;
+  recorder_t rec = {.count = 0, .clock = &clock};
+  tagged_timer_t weak = {.tag = 1, .rec = &rec};
+  tagged_timer_t strong = {.tag = 2, .rec = &rec};
+  (void)state;
+
+  assert_int_equal(uv_loop_init(&loop), 0);
+  mnemo_clock_init(&clock, &loop);
+  assert_int_equal(mnemo_timers_init(&timers, &clock, &loop), 0);
+  mnemo_timer_init(&weak.timer, record, NULL);
+  weak.timer.weak = 1;
+  mnemo_timer_start(&timers, &weak.timer, 5 * MNEMO_NS_PER_MS);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* exits at once */
+  assert_int_equal(rec.count, 0);
+  mnemo_timer_init(&strong.timer, record, NULL);
+  mnemo_timer_start(&timers, &strong.timer, 10 * MNEMO_NS_PER_MS);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(rec.count, 2); /* the weak one fired on the way */
+  assert_int_equal(rec.order[0], 1);
+  assert_int_equal(timers.weak_count, 0);
+  mnemo_timers_close(&timers);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_virtual_fires_in_order),
@@ -185,6 +214,7 @@ int main(void) {
       cmocka_unit_test(test_close_drops_pending),
       cmocka_unit_test(test_saturating_seconds),
       cmocka_unit_test(test_real_loop),
+      cmocka_unit_test(test_weak_timers),
   };
   return cmocka_run_group_tests_name("timer", tests, NULL, NULL);
 }

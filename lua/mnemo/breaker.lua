@@ -1,0 +1,223 @@
+-- Circuit breakers by name: mnemo.breaker{...}, mnemo.breaker.get(name),
+-- state-change subscriptions, and active health probes while OPEN.
+local core = require "mnemo_core"
+local errors = require "mnemo.errors"
+local log = require "mnemo.log"
+
+local setmetatable, pairs, type, pcall, tostring = setmetatable, pairs, type, pcall, tostring
+
+local _M = {}
+local registry = {}    -- name -> Breaker
+local subscribers = {} -- list of fn(name, from, to, breaker)
+
+local Breaker = {}
+Breaker.__index = Breaker
+
+-- The part of a config that defines behaviour (probes are functions).
+local CONFIG_KEYS = { "failure_threshold", "failure_rate", "window", "window_size", "minimum_calls",
+  "slow_call", "recovery_timeout", "half_open_max_calls", "critical" }
+
+local function differs(a, b)
+  for _, k in ipairs(CONFIG_KEYS) do
+    if a[k] ~= b[k] then
+      return k
+    end
+  end
+end
+
+local function copy_config(cfg)
+  local c = {}
+  for _, k in ipairs(CONFIG_KEYS) do
+    c[k] = cfg[k]
+  end
+  return c
+end
+
+function Breaker:state()
+  return self.ud:state()
+end
+
+function Breaker:metrics()
+  local m = self.ud:metrics()
+  m.probing = self.probing or false
+  return m
+end
+
+function Breaker:reset()
+  self.ud:reset()
+end
+
+-- Subscribe to this breaker's transitions: fn(name, from, to).
+function Breaker:on_transition(fn)
+  self.listeners[#self.listeners + 1] = fn
+end
+
+-- Runs fn(...) through the breaker alone: fails fast with CircuitOpenError
+-- while open; an error counts as a failure unless its class is ignored.
+function Breaker:call(fn, ...)
+  local ok, retry_after = self.ud:acquire()
+  if not ok then
+    error(errors.circuit_open(self.name, retry_after), 2)
+  end
+  local t0 = core.now()
+  return self:_settle(t0, pcall(fn, ...))
+end
+
+local IGNORED = { invalid_input = true, not_found = true, constraint = true, cancelled = true }
+_M.IGNORED = IGNORED
+
+function Breaker:_settle(t0, ok, ...)
+  if ok then
+    self.ud:success(core.now() - t0)
+    return ...
+  end
+  local err = ...
+  if IGNORED[errors.classify(err)] then
+    self.ud:ignored()
+  else
+    self.ud:failure(core.now() - t0)
+  end
+  error(err, 0)
+end
+
+-- While OPEN, a health probe runs every probe_interval; a probe that
+-- returns true (within probe_timeout) moves the breaker to HALF_OPEN.
+local function start_probe(b)
+  if b.probing or type(b.health_probe) ~= "function" then
+    return
+  end
+  b.probing = true
+  local timeout = require "mnemo.timeout"
+  core.spawn(function()
+    while b.ud:state() == "open" do
+      local ok, err = core.sleep(b.probe_interval or 5, true)
+      if not ok then
+        break
+      end
+      if b.ud:state() ~= "open" then
+        break
+      end
+      local pok, healthy = pcall(timeout.timeout, { seconds = b.probe_timeout or 5, operation = "health_probe" },
+        b.health_probe)
+      if pok and healthy then
+        log.emit("info", "breaker_probe_ok", { breaker = b.name })
+        b.ud:force_half_open()
+        break
+      end
+      log.emit("info", "breaker_probe_failed", { breaker = b.name, error = not pok and tostring(healthy) or nil })
+    end
+    b.probing = false
+  end)
+end
+
+core.set_breaker_listener(function(name, from, to)
+  local b = registry[name]
+  log.emit(to == "open" and "warn" or "info", "breaker_transition",
+    { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
+  if not b then
+    return
+  end
+  for _, fn in ipairs(b.listeners) do
+    local ok, err = pcall(fn, name, from, to)
+    if not ok then
+      log.emit("error", "breaker_listener_failed", { breaker = name, error = tostring(err) })
+    end
+  end
+  for _, fn in ipairs(subscribers) do
+    local ok, err = pcall(fn, name, from, to)
+    if not ok then
+      log.emit("error", "breaker_listener_failed", { breaker = name, error = tostring(err) })
+    end
+  end
+  if to == "open" then
+    start_probe(b)
+  end
+end)
+
+-- mnemo.breaker(name, config) / mnemo.breaker{ name = ..., ... }: creates
+-- the breaker, or returns the existing one with the same config. The same
+-- name with a different config is an error naming the field.
+function _M.new(name, cfg)
+  if type(name) == "table" then
+    cfg, name = name, name.name
+  end
+  cfg = cfg or {}
+  if type(name) ~= "string" or name == "" then
+    error("breaker: expected a name (string), got " .. tostring(name), 2)
+  end
+  local existing = registry[name]
+  if existing then
+    local field = differs(existing.config, cfg)
+    if field then
+      error(("breaker %s: already exists with %s = %s; got %s (use a new name, or reconfigure it)")
+        :format(name, field, tostring(existing.config[field]), tostring(cfg[field])), 2)
+    end
+    return existing
+  end
+  local plain = copy_config(cfg)
+  local ud, err = core.breaker_new(name, plain)
+  if not ud then
+    error(("breaker %s: %s"):format(name, err), 2)
+  end
+  local b = setmetatable({ name = name, ud = ud, config = plain, listeners = {},
+    health_probe = cfg.health_probe, probe_interval = cfg.probe_interval,
+    probe_timeout = cfg.probe_timeout }, Breaker)
+  registry[name] = b
+  return b
+end
+
+-- Applies a new config to a live breaker, keeping its state and window.
+function _M.reconfigure(name, cfg)
+  local b = registry[name]
+  if not b then
+    return _M.new(name, cfg)
+  end
+  local plain = copy_config(cfg)
+  local ok, err = b.ud:reconfigure(plain)
+  if not ok then
+    error(("breaker %s: %s"):format(name, err), 2)
+  end
+  b.config = plain
+  b.health_probe, b.probe_interval, b.probe_timeout = cfg.health_probe, cfg.probe_interval, cfg.probe_timeout
+  return b
+end
+
+function _M.get(name)
+  return registry[name]
+end
+
+function _M.remove(name)
+  registry[name] = nil
+end
+
+function _M.list()
+  local names = {}
+  for name in pairs(registry) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return names
+end
+
+-- Subscribe to every breaker's transitions: fn(name, from, to).
+function _M.subscribe(fn)
+  subscribers[#subscribers + 1] = fn
+  return fn
+end
+
+function _M.unsubscribe(fn)
+  for i, f in ipairs(subscribers) do
+    if f == fn then
+      table.remove(subscribers, i)
+      return true
+    end
+  end
+  return false
+end
+
+_M.Breaker = Breaker
+return setmetatable(_M, {
+  __call = function(_, ...)
+    return _M.new(...)
+  end,
+})

@@ -1,0 +1,239 @@
+-- Validation of the resilience configuration (the policy-file format of
+-- ../shared/DESIGN.md). Every problem is reported, each as
+-- "path: expected ..., got ...", not just the first.
+local errors = require "mnemo.errors"
+
+local type, pairs, ipairs, tostring, format, floor = type, pairs, ipairs, tostring, string.format, math.floor
+
+local _M = {}
+
+local function show(v)
+  if type(v) == "string" then
+    return format("%q", v)
+  end
+  return tostring(v)
+end
+
+local Checker = {}
+Checker.__index = Checker
+
+function Checker:problem(path, expected, got)
+  self.problems[#self.problems + 1] = format("%s: expected %s, got %s", path, expected, show(got))
+end
+
+function Checker:number(t, path, key, opts)
+  local v = t[key]
+  local p = path .. "." .. key
+  if v == nil then
+    if opts.required then
+      self:problem(p, opts.what or "a number", nil)
+    end
+    return opts.default
+  end
+  local ok = type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
+  if ok and opts.integer and v ~= floor(v) then
+    ok = false
+  end
+  if ok and opts.min and v < opts.min then
+    ok = false
+  end
+  if ok and opts.above and v <= opts.above then
+    ok = false
+  end
+  if ok and opts.max and v > opts.max then
+    ok = false
+  end
+  if not ok then
+    self:problem(p, opts.what, v)
+    return opts.default
+  end
+  return v
+end
+
+function Checker:keys(t, path, allowed)
+  for k in pairs(t) do
+    if not allowed[k] then
+      self.problems[#self.problems + 1] = format("%s: unknown key %s", path, show(k))
+    end
+  end
+end
+
+function Checker:table(v, path)
+  if type(v) ~= "table" then
+    self:problem(path, "a table", v)
+    return false
+  end
+  return true
+end
+
+local function set(list)
+  local s = {}
+  for _, k in ipairs(list) do
+    s[k] = true
+  end
+  return s
+end
+
+local RETRY_KEYS = set { "attempts", "base", "max", "multiplier", "jitter", "on", "never", "budget", "seed" }
+local BREAKER_KEYS = set { "failure_threshold", "failure_rate", "window", "window_size", "minimum_calls",
+  "slow_call", "recovery_timeout", "half_open_max_calls", "critical", "health_probe", "probe_interval",
+  "probe_timeout" }
+local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
+local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback" }
+local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts", "include" }
+local JITTERS = set { "none", "full", "equal", "decorrelated" }
+
+local DURATION = { what = "a number of seconds > 0", above = 0 }
+
+function Checker:classes(list, path)
+  if list == nil then
+    return
+  end
+  if not self:table(list, path) then
+    return
+  end
+  for i, c in ipairs(list) do
+    if not errors.is_class(c) then
+      self:problem(format("%s[%d]", path, i), "an error class (" .. table.concat(errors.CLASSES, ", ") .. ")", c)
+    end
+  end
+end
+
+function Checker:retry(r, path)
+  if not self:table(r, path) then
+    return
+  end
+  self:keys(r, path, RETRY_KEYS)
+  self:number(r, path, "attempts", { what = "integer >= 1", integer = true, min = 1 })
+  local base = self:number(r, path, "base", DURATION)
+  local max = self:number(r, path, "max", DURATION)
+  if base and max and max < base then
+    self:problem(path .. ".max", format("a duration >= base (%g)", base), max)
+  end
+  self:number(r, path, "multiplier", { what = "a number >= 1", min = 1 })
+  if r.jitter ~= nil and not JITTERS[r.jitter] then
+    self:problem(path .. ".jitter", "none, full, equal or decorrelated", r.jitter)
+  end
+  self:classes(r.on, path .. ".on")
+  self:classes(r.never, path .. ".never")
+  if type(r.on) == "table" and type(r.never) == "table" then
+    local never = set(r.never)
+    for _, c in ipairs(r.on) do
+      if never[c] then
+        self.problems[#self.problems + 1] = format("%s.on: class %s is also in never", path, c)
+      end
+    end
+  end
+  if r.budget ~= nil and r.budget ~= false and self:table(r.budget, path .. ".budget") then
+    self:keys(r.budget, path .. ".budget", set { "ratio", "min_retries", "window" })
+    self:number(r.budget, path .. ".budget", "ratio", { what = "a number in [0, 10]", min = 0, max = 10 })
+    self:number(r.budget, path .. ".budget", "min_retries", { what = "integer >= 0", integer = true, min = 0 })
+    self:number(r.budget, path .. ".budget", "window", DURATION)
+  end
+end
+
+function Checker:breaker(b, path)
+  if not self:table(b, path) then
+    return
+  end
+  self:keys(b, path, BREAKER_KEYS)
+  self:number(b, path, "failure_threshold", { what = "integer >= 0", integer = true, min = 0 })
+  self:number(b, path, "failure_rate", { what = "a number in [0, 1]", min = 0, max = 1 })
+  if b.window ~= nil and b.window ~= "count" and b.window ~= "time" then
+    self:problem(path .. ".window", '"count" or "time"', b.window)
+  end
+  self:number(b, path, "window_size", { what = "integer in [1, 100000]", integer = true, min = 1, max = 100000 })
+  self:number(b, path, "minimum_calls", { what = "integer >= 1", integer = true, min = 1 })
+  self:number(b, path, "slow_call", { what = "a number of seconds >= 0", min = 0 })
+  self:number(b, path, "recovery_timeout", DURATION)
+  self:number(b, path, "half_open_max_calls", { what = "integer >= 1", integer = true, min = 1 })
+  self:number(b, path, "probe_interval", DURATION)
+  self:number(b, path, "probe_timeout", DURATION)
+  if b.health_probe ~= nil and type(b.health_probe) ~= "function" then
+    self:problem(path .. ".health_probe", "a function", b.health_probe)
+  end
+end
+
+function Checker:bulkhead(b, path)
+  if not self:table(b, path) then
+    return
+  end
+  self:keys(b, path, BULKHEAD_KEYS)
+  self:number(b, path, "max_concurrent", { what = "integer >= 1", integer = true, min = 1, required = true })
+  self:number(b, path, "max_queue", { what = "integer >= 0", integer = true, min = 0 })
+  self:number(b, path, "max_wait", { what = "a number of seconds >= 0", min = 0 })
+end
+
+-- Returns true, or nil and the list of problems (strings).
+function _M.validate(c)
+  local ck = setmetatable({ problems = {} }, Checker)
+  if not ck:table(c, "config") then
+    return nil, ck.problems
+  end
+  ck:keys(c, "config", TOP_KEYS)
+  local timeouts = c.timeouts or {}
+  if ck:table(timeouts, "timeouts") then
+    for name, v in pairs(timeouts) do
+      ck:number(timeouts, "timeouts", name, DURATION)
+    end
+  end
+  local retry = c.retry or {}
+  if ck:table(retry, "retry") then
+    for name, r in pairs(retry) do
+      ck:retry(r, "retry." .. name)
+    end
+  end
+  local breakers = c.breakers or {}
+  if ck:table(breakers, "breakers") then
+    for name, b in pairs(breakers) do
+      ck:breaker(b, "breakers." .. name)
+    end
+  end
+  local bulkheads = c.bulkheads or {}
+  if ck:table(bulkheads, "bulkheads") then
+    for name, b in pairs(bulkheads) do
+      ck:bulkhead(b, "bulkheads." .. name)
+    end
+  end
+  local ops = c.operations or {}
+  if ck:table(ops, "operations") then
+    for name, op in pairs(ops) do
+      local path = "operations." .. name
+      if ck:table(op, path) then
+        ck:keys(op, path, OPERATION_KEYS)
+        local t = op.timeout
+        if type(t) == "string" then
+          if timeouts[t] == nil then
+            ck:problem(path .. ".timeout", "a name in timeouts", t)
+          end
+        elseif t ~= nil then
+          ck:number(op, path, "timeout", DURATION)
+        end
+        ck:number(op, path, "deadline", DURATION)
+        for _, ref in ipairs({ { "retry", retry }, { "breaker", breakers }, { "bulkhead", bulkheads } }) do
+          local key, pool = ref[1], ref[2]
+          if op[key] ~= nil and (type(op[key]) ~= "string" or pool[op[key]] == nil) then
+            ck:problem(path .. "." .. key, format("a name in %s", key == "retry" and "retry" or key .. "s"), op[key])
+          end
+        end
+        if op.retry ~= nil and not op.idempotent then
+          local r = retry[op.retry]
+          if type(r) == "table" and (r.attempts or 3) > 1 then
+            ck.problems[#ck.problems + 1] = format(
+              "%s.retry: refusing to retry an operation not marked idempotent (add idempotent = true)", path)
+          end
+        end
+        if op.fallback ~= nil and type(op.fallback) ~= "function" then
+          ck:problem(path .. ".fallback", "a function", op.fallback)
+        end
+      end
+    end
+  end
+  if #ck.problems > 0 then
+    table.sort(ck.problems)
+    return nil, ck.problems
+  end
+  return true
+end
+
+return _M

@@ -1,0 +1,482 @@
+-- mnemo.guard and its parts: breakers, retries, bulkheads, on virtual time.
+local mnemo = require "mnemo"
+
+local function quiet()
+  local lines = {}
+  local old = mnemo.log.set_sink(function(line)
+    lines[#lines + 1] = line
+  end)
+  return lines, function()
+    mnemo.log.set_sink(old)
+  end
+end
+
+local function events(lines, name)
+  local cjson = require "cjson"
+  local out = {}
+  for _, l in ipairs(lines) do
+    local rec = cjson.decode(l)
+    if rec.event == name then
+      out[#out + 1] = rec
+    end
+  end
+  return out
+end
+
+-- Starts fn in a task; returns a box filled with { ok, ... } when it ends.
+local function start(fn, ...)
+  local box = {}
+  local args = { n = select("#", ...), ... }
+  mnemo.spawn(function()
+    box.result = { pcall(fn, unpack(args, 1, args.n)) }
+  end)
+  return box
+end
+
+local failing = function(kind)
+  return function()
+    error(mnemo.error(kind, kind .. " failure"))
+  end
+end
+
+local n = 0
+local function uniq(prefix)
+  n = n + 1
+  return prefix .. n
+end
+
+describe("circuit breaker", function()
+  local lines, restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  it("follows the seeds' scenario: 5 failures open it, 30 s to half-open, one success closes", function()
+    local name = uniq("redis")
+    local b = mnemo.breaker(name, { failure_threshold = 5, recovery_timeout = 30 })
+    local seen = {}
+    b:on_transition(function(_, from, to)
+      seen[#seen + 1] = from .. "->" .. to
+    end)
+    mnemo.run(function()
+      for _ = 1, 4 do
+        assert.is_false(pcall(b.call, b, failing("connection")))
+      end
+      assert.equal("closed", b:state())
+      assert.is_false(pcall(b.call, b, failing("connection")))
+      assert.equal("open", b:state())
+      -- Fails fast: fn is not called, no timeout is waited on.
+      local called = false
+      local ok, err = pcall(b.call, b, function()
+        called = true
+      end)
+      assert.is_false(ok)
+      assert.is_false(called)
+      assert.equal("circuit_open", err.kind)
+      assert.equal(name, err.breaker)
+      assert.near(30, err.retry_after, 1e-6)
+      mnemo.clock.advance(29.999)
+      assert.equal("open", b:state())
+      mnemo.clock.advance(0.001)
+      assert.equal("half_open", b:state())
+      assert.equal("ok", b:call(function()
+        return "ok"
+      end))
+      assert.equal("closed", b:state())
+      for _ = 1, 5 do
+        pcall(b.call, b, failing("connection"))
+      end
+      mnemo.clock.advance(30)
+      assert.is_false(pcall(b.call, b, failing("connection")))
+      assert.equal("open", b:state(), "a failed probe reopens it")
+      local m = b:metrics()
+      assert.near(30, m.retry_after, 1e-6)
+    end)
+    assert.same({ "closed->open", "open->half_open", "half_open->closed", "closed->open",
+      "open->half_open", "half_open->open" }, seen)
+    assert.equal(6, #events(lines, "breaker_transition"))
+  end)
+
+  it("does not count bad input against the dependency", function()
+    local b = mnemo.breaker(uniq("db"), { failure_threshold = 2 })
+    for _ = 1, 5 do
+      pcall(b.call, b, failing("invalid_input"))
+    end
+    assert.equal("closed", b:state())
+    assert.equal(5, b:metrics().ignored)
+  end)
+
+  it("trips on a failure rate over a count window after minimum_calls", function()
+    local b = mnemo.breaker(uniq("rate"), { failure_threshold = 0, failure_rate = 0.5, window = "count",
+      window_size = 10, minimum_calls = 6 })
+    local ok_fn = function() end
+    for i = 1, 5 do
+      pcall(b.call, b, i % 2 == 0 and ok_fn or failing("timeout"))
+    end
+    assert.equal("closed", b:state(), "below minimum_calls")
+    pcall(b.call, b, failing("timeout"))
+    assert.equal("open", b:state())
+  end)
+
+  it("reports metrics and resets", function()
+    local name = uniq("m")
+    local b = mnemo.breaker { name = name, failure_threshold = 1, critical = true }
+    pcall(b.call, b, failing("connection"))
+    local m = b:metrics()
+    assert.equal("open", m.state)
+    assert.equal(1, m.failures)
+    assert.is_true(m.critical)
+    assert.is_number(m.last_failure_at)
+    assert.equal(1, m.config.failure_threshold)
+    b:reset()
+    assert.equal("closed", mnemo.breaker.get(name):state())
+  end)
+
+  it("refuses a name reused with a different config, naming the field", function()
+    local name = uniq("dup")
+    mnemo.breaker(name, { failure_threshold = 3 })
+    assert.equal(mnemo.breaker.get(name), mnemo.breaker(name, { failure_threshold = 3 }))
+    local ok, err = pcall(mnemo.breaker, name, { failure_threshold = 4 })
+    assert.is_false(ok)
+    assert.matches("breaker " .. name .. ": already exists with failure_threshold = 3; got 4", err)
+  end)
+
+  it("rejects bad configs with the field named", function()
+    local ok, err = pcall(mnemo.breaker, uniq("bad"), { failure_threshold = 0, recovery_timeout = 0 })
+    assert.is_false(ok)
+    assert.matches("recovery_timeout", err)
+  end)
+
+  it("half-opens early when its health probe succeeds", function()
+    local healthy = false
+    local b = mnemo.breaker(uniq("probe"), { failure_threshold = 1, recovery_timeout = 600,
+      health_probe = function()
+        return healthy
+      end, probe_interval = 5 })
+    mnemo.run(function()
+      pcall(b.call, b, failing("connection"))
+      assert.equal("open", b:state())
+      mnemo.clock.advance(5)
+      assert.equal("open", b:state())
+      healthy = true
+      mnemo.clock.advance(5)
+      assert.equal("half_open", b:state())
+    end)
+  end)
+end)
+
+describe("mnemo.guard", function()
+  local lines, restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  local function configure(ops_name, op, extra)
+    local c = {
+      timeouts = { cache_operation = 1, default = 30 },
+      retry = { cache = { attempts = 3, base = 0.5, max = 5, jitter = "none", on = { "connection", "timeout" } } },
+      breakers = {},
+      operations = {},
+    }
+    c.operations[ops_name] = op
+    for k, v in pairs(extra or {}) do
+      c[k] = v
+    end
+    mnemo.configure(c)
+  end
+
+  it("returns results on the success path", function()
+    local op = uniq("op")
+    configure(op, { timeout = "cache_operation" })
+    local a, b = mnemo.guard(op, function(x)
+      return x, "y"
+    end, nil, "x")
+    assert.equal("x", a)
+    assert.equal("y", b)
+  end)
+
+  it("retries a retryable error with backoff, logging each retry", function()
+    local op = uniq("get")
+    configure(op, { timeout = "cache_operation", retry = "cache", idempotent = true })
+    local calls = {}
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        calls[#calls + 1] = mnemo.now()
+        if #calls < 3 then
+          error(mnemo.error("connection", "refused"))
+        end
+        return "value"
+      end)
+      mnemo.clock.advance(0.5)
+      mnemo.clock.advance(1.0)
+      return box
+    end)
+    assert.is_true(box.result[1], tostring(box.result[2]))
+    assert.equal("value", box.result[2])
+    assert.equal(3, #calls)
+    assert.near(0.5, calls[2] - calls[1], 1e-6)
+    assert.near(1.0, calls[3] - calls[2], 1e-6)
+    local retries = events(lines, "retry")
+    assert.equal(2, #retries)
+    assert.equal(op, retries[1].operation)
+    assert.equal(1, retries[1].attempt)
+    assert.equal(2, mnemo.stats()[op].retries)
+  end)
+
+  it("never retries a non-retryable or unknown error", function()
+    local op = uniq("get")
+    configure(op, { timeout = "cache_operation", retry = "cache", idempotent = true })
+    for _, kind in ipairs({ "invalid_input", "constraint", "auth", "not_found" }) do
+      local calls = 0
+      local ok, err = pcall(mnemo.guard, op, function()
+        calls = calls + 1
+        error(mnemo.error(kind))
+      end)
+      assert.is_false(ok)
+      assert.equal(kind, err.kind)
+      assert.equal(1, calls)
+    end
+    local calls = 0
+    local ok, err = pcall(mnemo.guard, op, function()
+      calls = calls + 1
+      error("a plain string error")
+    end)
+    assert.is_false(ok)
+    assert.matches("plain string", err)
+    assert.equal(1, calls)
+  end)
+
+  it("times out each attempt and retries the timeout", function()
+    local op = uniq("slow")
+    configure(op, { timeout = "cache_operation", retry = "cache", idempotent = true })
+    local calls = 0
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        calls = calls + 1
+        if calls == 1 then
+          mnemo.sleep(10) -- stalls past the 1 s attempt timeout
+        end
+        return "second try"
+      end)
+      mnemo.clock.advance(1) -- attempt 1 times out
+      mnemo.clock.advance(0.5) -- backoff, then attempt 2 succeeds
+      return box
+    end)
+    assert.equal("second try", box.result[2])
+    assert.equal(1, #events(lines, "timeout"))
+    assert.equal(1, mnemo.stats()[op].timeouts)
+  end)
+
+  it("never sleeps past the caller's deadline", function()
+    local op = uniq("db")
+    configure(op, { timeout = "cache_operation", retry = "cache", idempotent = true })
+    local calls = 0
+    local box = mnemo.run(function()
+      local box = start(mnemo.timeout, 0.7, mnemo.guard, op, function()
+        calls = calls + 1
+        error(mnemo.error("connection"))
+      end)
+      mnemo.clock.advance(10)
+      return box
+    end)
+    -- attempt 1 at 0 s, backoff 0.5 s, attempt 2 at 0.5 s; the next backoff
+    -- (1 s) would end past 0.7 s: the call fails at once instead.
+    assert.equal(2, calls)
+    assert.equal("connection", box.result[2].kind)
+  end)
+
+  it("fails fast when the breaker is open, and uses the fallback", function()
+    local op, br = uniq("embed"), uniq("embedding")
+    configure(op, { timeout = 10, breaker = br }, { breakers = { [br] = { failure_threshold = 2, recovery_timeout = 60 } } })
+    for _ = 1, 2 do
+      pcall(mnemo.guard, op, failing("http_5xx"))
+    end
+    local called = false
+    local r = mnemo.guard(op, function()
+      called = true
+    end, { fallback = function(err)
+      return "fallback:" .. err.kind
+    end })
+    assert.is_false(called)
+    assert.equal("fallback:circuit_open", r)
+    assert.equal(1, mnemo.stats()[op].fast_fails)
+  end)
+
+  it("honours retry_after from the error", function()
+    local op = uniq("http")
+    configure(op, { retry = "r", idempotent = true }, {
+      retry = { r = { attempts = 2, base = 0.1, max = 1, jitter = "none", on = { "rate_limited" } } } })
+    local times = {}
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        times[#times + 1] = mnemo.now()
+        if #times == 1 then
+          error(mnemo.error("rate_limited", "429", { retry_after = 3 }))
+        end
+        return "ok"
+      end)
+      mnemo.clock.advance(2.9)
+      assert.equal(1, #times)
+      mnemo.clock.advance(0.1)
+      return box
+    end)
+    assert.equal("ok", box.result[2])
+    assert.near(3, times[2] - times[1], 1e-6)
+  end)
+
+  it("bounds concurrency with a bulkhead", function()
+    local op, bh = uniq("embed"), uniq("bh")
+    configure(op, { timeout = 100, bulkhead = bh }, { bulkheads = { [bh] = { max_concurrent = 2, max_queue = 1, max_wait = 5 } } })
+    local running, peak = 0, 0
+    local work = function()
+      running = running + 1
+      peak = math.max(peak, running)
+      mnemo.sleep(1)
+      running = running - 1
+      return "done"
+    end
+    local boxes = mnemo.run(function()
+      local boxes = {}
+      for i = 1, 4 do
+        boxes[i] = start(mnemo.guard, op, work)
+      end
+      mnemo.clock.advance(1)
+      mnemo.clock.advance(1)
+      return boxes
+    end)
+    assert.equal(2, peak)
+    assert.equal("done", boxes[1].result[2])
+    assert.equal("done", boxes[2].result[2])
+    assert.equal("done", boxes[3].result[2], "queued, then admitted")
+    assert.equal("bulkhead_full", boxes[4].result[2].kind, "queue of 1 was full")
+  end)
+
+  it("gives up a bulkhead wait after max_wait", function()
+    local op, bh = uniq("embed"), uniq("bh")
+    configure(op, { timeout = 100, bulkhead = bh }, { bulkheads = { [bh] = { max_concurrent = 1, max_queue = 5, max_wait = 2 } } })
+    local boxes = mnemo.run(function()
+      local a = start(mnemo.guard, op, function()
+        mnemo.sleep(10)
+      end)
+      local b = start(mnemo.guard, op, function() end)
+      mnemo.clock.advance(2)
+      assert.is_not_nil(b.result)
+      mnemo.clock.advance(8)
+      return { a, b }
+    end)
+    assert.equal("bulkhead_full", boxes[2].result[2].kind)
+    assert.matches("max_wait", boxes[2].result[2].reason)
+  end)
+
+  it("runs an unknown operation under the default timeout and counts it", function()
+    mnemo.configure { timeouts = { default = 2 } }
+    local op = uniq("never_configured")
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        mnemo.sleep(5)
+      end)
+      mnemo.clock.advance(2)
+      return box
+    end)
+    assert.equal("timeout", box.result[2].kind)
+    local _, unknown = mnemo.stats()
+    assert.equal(1, unknown[op])
+    assert.is_false(mnemo.explain(op).known)
+    assert.equal(2, mnemo.explain(op).timeout)
+  end)
+
+  it("refuses to retry a non-idempotent operation at configure time", function()
+    local ok, err = pcall(mnemo.configure, {
+      retry = { r = { attempts = 3 } },
+      operations = { insert = { retry = "r" } },
+    })
+    assert.is_false(ok)
+    assert.matches("operations.insert.retry: refusing to retry an operation not marked idempotent", err)
+  end)
+
+  it("lists every problem of a bad configuration and applies nothing", function()
+    local op = uniq("kept")
+    configure(op, { timeout = 7 })
+    local ok, err = pcall(mnemo.configure, {
+      timeouts = { parse = -1 },
+      retry = { cache = { attempts = 0, jitter = "sometimes", on = { "connection", "cosmic_rays" } } },
+      breakers = { redis = { failure_threshold = "five" } },
+      operations = { get = { retry = "nope", timeout = "missing" } },
+      surprise = true,
+    })
+    assert.is_false(ok)
+    for _, want in ipairs({
+      "timeouts.parse: expected a number of seconds > 0, got %-1",
+      "retry.cache.attempts: expected integer >= 1, got 0",
+      'retry.cache.jitter: expected none, full, equal or decorrelated, got "sometimes"',
+      'retry.cache.on%[2%]: expected an error class',
+      'breakers.redis.failure_threshold: expected integer >= 0, got "five"',
+      'operations.get.retry: expected a name in retry, got "nope"',
+      'operations.get.timeout: expected a name in timeouts, got "missing"',
+      'config: unknown key "surprise"',
+    }) do
+      assert.matches(want, err)
+    end
+    -- The previous configuration is still in force.
+    assert.equal(7, mnemo.explain(op).timeout)
+  end)
+
+  it("keeps a breaker's live state when the configuration changes", function()
+    local op, br = uniq("x"), uniq("br")
+    configure(op, { breaker = br }, { breakers = { [br] = { failure_threshold = 5 } } })
+    for _ = 1, 3 do
+      pcall(mnemo.guard, op, failing("connection"))
+    end
+    configure(op, { breaker = br }, { breakers = { [br] = { failure_threshold = 4 } } })
+    assert.equal(3, mnemo.breaker.get(br):metrics().consecutive_failures)
+    pcall(mnemo.guard, op, failing("connection"))
+    assert.equal("open", mnemo.breaker.get(br):state())
+  end)
+end)
+
+describe("mnemo.retry", function()
+  it("spreads delays with jitter within bounds (fixed seed)", function()
+    mnemo.clock.virtual(true)
+    local lines, restore = quiet()
+    local gaps = {}
+    mnemo.run(function()
+      for _ = 1, 50 do
+        local last
+        local box = start(mnemo.retry, { attempts = 2, base = 1, max = 1, jitter = "full", seed = 7,
+          on = { "timeout" } }, function()
+          local t = mnemo.now()
+          if last then
+            gaps[#gaps + 1] = t - last
+            return true
+          end
+          last = t
+          error(mnemo.error("timeout"))
+        end)
+        mnemo.clock.advance(1)
+        assert.is_true(box.result[1])
+      end
+    end)
+    restore()
+    mnemo.clock.virtual(false)
+    local sum = 0
+    for _, g in ipairs(gaps) do
+      assert.is_true(g >= 0 and g <= 1)
+      sum = sum + g
+    end
+    assert.equal(50, #gaps)
+    -- Same seed each call: every client of this spec draws the same delay;
+    -- the point here is the bound, the spread is tested in C.
+    assert.is_true(sum / #gaps <= 1)
+    assert.is_true(#lines >= 50)
+  end)
+end)
