@@ -54,9 +54,6 @@ static int read_config(lua_State *L, int t, mnemo_breaker_config_t *cfg) {
     cfg->window_kind = MNEMO_WINDOW_COUNT;
   else if (strcmp(window, "time") == 0)
     cfg->window_kind = MNEMO_WINDOW_TIME;
-  /* Without a size: the last 100 calls, or the last 60 seconds. */
-  if (cfg->window_size == 0 && cfg->window_kind != MNEMO_WINDOW_NONE)
-    cfg->window_size = cfg->window_kind == MNEMO_WINDOW_COUNT ? 100 : 60;
   else {
     lua_pop(L, 1);
     lua_pushfstring(L, "window: expected \"count\" or \"time\", got %s",
@@ -64,6 +61,9 @@ static int read_config(lua_State *L, int t, mnemo_breaker_config_t *cfg) {
     return -1;
   }
   lua_pop(L, 1);
+  /* Without a size: the last 100 calls, or the last 60 seconds. */
+  if (cfg->window_size == 0 && cfg->window_kind != MNEMO_WINDOW_NONE)
+    cfg->window_size = cfg->window_kind == MNEMO_WINDOW_COUNT ? 100 : 60;
   return 0;
 }
 
