@@ -129,6 +129,21 @@ static int l_breaker_new(lua_State *L) {
   return 1;
 }
 
+/* The breaker metatable's address, so the hot path can check a userdata's
+ * type with one pointer comparison instead of a registry lookup. */
+static const void *breaker_mt_ptr;
+
+mnemo_breaker_t *mnemo_lua_to_breaker(lua_State *L, int idx) {
+  const void *mt = NULL;
+  if (lua_getmetatable(L, idx)) {
+    mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
+  if (mt == NULL || mt != breaker_mt_ptr)
+    return &((lua_breaker_t *)luaL_checkudata(L, idx, breaker_mt))->breaker;
+  return &((lua_breaker_t *)lua_touserdata(L, idx))->breaker;
+}
+
 static lua_breaker_t *check(lua_State *L) {
   return luaL_checkudata(L, 1, breaker_mt);
 }
@@ -282,6 +297,7 @@ void mnemo_open_breaker(lua_State *L) {
                                      {"reconfigure", l_reconfigure},
                                      {NULL, NULL}};
   luaL_newmetatable(L, breaker_mt);
+  breaker_mt_ptr = lua_topointer(L, -1);
   lua_newtable(L);
   luaL_register(L, NULL, methods);
   lua_setfield(L, -2, "__index");

@@ -13,4 +13,8 @@ void mnemo_open_breaker(lua_State *L);
 void mnemo_open_bulkhead(lua_State *L);
 void mnemo_open_errors(lua_State *L);
 
+struct mnemo_breaker;
+/* The breaker inside a mnemo.breaker userdata (raises if it is not one). */
+struct mnemo_breaker *mnemo_lua_to_breaker(lua_State *L, int idx);
+
 #endif

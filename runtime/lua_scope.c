@@ -1,8 +1,10 @@
 /* Deadlines for Lua code: cancel scopes, parked tasks, and waking a parked
  * task with a TimeoutError when its scope expires.
  *
- * Every task (coroutine) that is inside a scope or parked in a mnemo wait
- * has a task_state, found through a registry table keyed by the coroutine.
+ * Every task (coroutine) that has used a scope or a wait has a task_state:
+ * a userdata in a weak-keyed table, so finding it is one table lookup and
+ * it goes away with its coroutine (its __gc stops the timers of scopes an
+ * abandoned coroutine never left). A parked task is anchored explicitly.
  * Scopes nest per coroutine. A task waits only through a `wait` record; when
  * a scope expires, the owner's wait (if any, and not behind a shield) is
  * undone and the task resumed with (nil, TimeoutError), which the Lua side
@@ -17,7 +19,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "breaker.h"
+#include "lua_mnemo.h"
 #include "lua_runtime.h"
 
 typedef struct scope scope_t;
@@ -28,8 +33,8 @@ struct task_state {
   lua_State *co;
   scope_t *top;
   wait_t *wait;
-  task_state_t *next_free;
-  task_state_t *next_all;
+  mnemo_rt_t *rt;
+  int co_ref; /* anchors the coroutine while it is parked */
 };
 
 struct scope {
@@ -37,9 +42,10 @@ struct scope {
   task_state_t *task;
   scope_t *below;
   mnemo_rt_t *rt;
-  int operation_ref;
+  uint64_t coarse_start_ns; /* for the overrun check at leave */
   scope_t *next_free;
   scope_t *next_all;
+  char operation[48]; /* copied: no reference to hold */
 };
 
 /* A parked task. Lives in a userdata anchored while parked. */
@@ -57,18 +63,21 @@ static const char tasks_key = 't';
 static const char factory_key = 'f';
 static const char hook_key = 'h';
 static const char wait_mt[] = "mnemo.wait";
+static const char task_mt[] = "mnemo.task";
+
+/* Hot functions are closures over the runtime and the tasks table, which
+ * saves a registry lookup for each on every call. */
+#define UP_RT(L) ((mnemo_rt_t *)lua_touserdata((L), lua_upvalueindex(1)))
+#define UP_TASKS lua_upvalueindex(2)
 
 /* Recycled records, one pool per runtime; bounded by the peak number of
  * concurrent scopes and tasks, freed when the runtime closes. */
 struct mnemo_scope_pool {
   scope_t *free_scopes;
   scope_t *all_scopes;
-  task_state_t *free_tasks;
-  task_state_t *all_tasks;
 };
 
-static struct mnemo_scope_pool *pool_of(lua_State *L) {
-  mnemo_rt_t *rt = mnemo_rt_get(L);
+static struct mnemo_scope_pool *pool_of(lua_State *L, mnemo_rt_t *rt) {
   if (rt->closed)
     luaL_error(L, "mnemo: the runtime is shutting down");
   if (rt->scopes == NULL) {
@@ -89,11 +98,6 @@ void mnemo_scope_pool_free(mnemo_rt_t *rt) {
     mnemo_deadline_leave(&s->deadline);
     free(s);
   }
-  while (pool->all_tasks != NULL) {
-    task_state_t *t = pool->all_tasks;
-    pool->all_tasks = t->next_all;
-    free(t);
-  }
   free(pool);
   rt->scopes = NULL;
 }
@@ -101,63 +105,66 @@ void mnemo_scope_pool_free(mnemo_rt_t *rt) {
 static void push_tasks_table(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&tasks_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, (void *)&tasks_key);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-  }
+}
+
+/* The running coroutine's task, or NULL; `tasks` is the table's index. */
+static task_state_t *task_find_in(lua_State *L, int tasks) {
+  task_state_t *task;
+  lua_pushthread(L);
+  lua_rawget(L, tasks);
+  task = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return task;
 }
 
 static task_state_t *task_find(lua_State *L) {
   task_state_t *task;
   push_tasks_table(L);
+  task = task_find_in(L, lua_gettop(L));
+  lua_pop(L, 1);
+  return task;
+}
+
+static task_state_t *task_get_in(lua_State *L, int tasks, mnemo_rt_t *rt) {
+  task_state_t *task = task_find_in(L, tasks);
+  if (task != NULL)
+    return task;
+  task = lua_newuserdata(L, sizeof(*task));
+  task->co = L;
+  task->top = NULL;
+  task->wait = NULL;
+  task->rt = rt;
+  task->co_ref = LUA_NOREF;
+  luaL_getmetatable(L, task_mt);
+  lua_setmetatable(L, -2);
   lua_pushthread(L);
-  lua_rawget(L, -2);
-  task = lua_touserdata(L, -1);
-  lua_pop(L, 2);
+  lua_insert(L, -2);
+  lua_rawset(L, tasks);
   return task;
 }
 
 static task_state_t *task_get(lua_State *L) {
-  struct mnemo_scope_pool *pool;
-  task_state_t *task = task_find(L);
-  if (task != NULL)
-    return task;
-  pool = pool_of(L);
-  task = pool->free_tasks;
-  if (task != NULL) {
-    pool->free_tasks = task->next_free;
-  } else {
-    if ((task = malloc(sizeof(*task))) == NULL)
-      luaL_error(L, "mnemo: out of memory");
-    task->next_all = pool->all_tasks;
-    pool->all_tasks = task;
-  }
-  task->co = L;
-  task->top = NULL;
-  task->wait = NULL;
-  /* The table entry also anchors the coroutine while it has state. */
+  task_state_t *task;
   push_tasks_table(L);
-  lua_pushthread(L);
-  lua_pushlightuserdata(L, task);
-  lua_rawset(L, -3);
+  task = task_get_in(L, lua_gettop(L), mnemo_rt_get(L));
   lua_pop(L, 1);
   return task;
 }
 
-static void task_release_if_idle(lua_State *L, task_state_t *task) {
-  if (task->top != NULL || task->wait != NULL)
-    return;
-  push_tasks_table(L);
-  lua_pushthread(task->co);
-  lua_xmove(task->co, L, 1);
-  lua_pushnil(L);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  task->next_free = pool_of(L)->free_tasks;
-  pool_of(L)->free_tasks = task;
+static void scope_free(lua_State *L, scope_t *s);
+
+/* A coroutine was collected: leave the scopes it never left. */
+static int task_gc(lua_State *L) {
+  task_state_t *task = lua_touserdata(L, 1);
+  if (task->rt->closed)
+    return 0; /* the runtime already freed every scope */
+  while (task->top != NULL) {
+    scope_t *s = task->top;
+    task->top = s->below;
+    mnemo_deadline_leave(&s->deadline);
+    scope_free(L, s);
+  }
+  return 0;
 }
 
 mnemo_deadline_t *mnemo_lua_current_deadline(lua_State *L) {
@@ -183,8 +190,8 @@ static void push_timeout_error(lua_State *L, scope_t *s) {
   uint64_t now = mnemo_clock_now(&rt->clock);
   lua_pushlightuserdata(L, (void *)&factory_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  if (s->operation_ref != LUA_NOREF)
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->operation_ref);
+  if (s->operation[0] != '\0')
+    lua_pushstring(L, s->operation);
   else
     lua_pushnil(L);
   lua_pushnumber(L, (double)s->deadline.timeout_ns / 1e9);
@@ -205,7 +212,8 @@ static void wait_unpark(wait_t *w) {
   task->wait = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref);
   w->self_ref = LUA_NOREF;
-  task_release_if_idle(L, task);
+  luaL_unref(L, LUA_REGISTRYINDEX, task->co_ref);
+  task->co_ref = LUA_NOREF;
 }
 
 /* Resumes the parked task with the nvalues on top of rt->L's stack. */
@@ -269,7 +277,6 @@ static int park(lua_State *L, wait_t *w, uint64_t sleep_ns) {
   task_state_t *task = task_get(L);
   scope_t *expired = expired_scope(task);
   if (expired != NULL) {
-    task_release_if_idle(L, task);
     lua_pushnil(L);
     push_timeout_error(L, expired);
     return 2;
@@ -281,6 +288,8 @@ static int park(lua_State *L, wait_t *w, uint64_t sleep_ns) {
   task->wait = w;
   lua_pushvalue(L, -1);
   w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushthread(L);
+  task->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (sleep_ns != MNEMO_DEADLINE_NONE) {
     mnemo_clock_update(&w->rt->clock);
     mnemo_timer_start(&w->rt->timers, &w->timer, sleep_ns);
@@ -374,8 +383,8 @@ static int l_wait_wake(lua_State *L) {
 
 /* ---- scopes ---- */
 
-static scope_t *scope_alloc(lua_State *L) {
-  struct mnemo_scope_pool *pool = pool_of(L);
+static scope_t *scope_alloc(lua_State *L, mnemo_rt_t *rt) {
+  struct mnemo_scope_pool *pool = pool_of(L, rt);
   scope_t *s = pool->free_scopes;
   if (s != NULL) {
     pool->free_scopes = s->next_free;
@@ -391,49 +400,74 @@ static scope_t *scope_alloc(lua_State *L) {
 }
 
 static void scope_free(lua_State *L, scope_t *s) {
-  struct mnemo_scope_pool *pool = pool_of(L);
+  struct mnemo_scope_pool *pool = pool_of(L, s->rt);
   s->next_free = pool->free_scopes;
   pool->free_scopes = s;
 }
 
-/* scope_enter(seconds|nil, operation|nil, shield) -> scope */
-static int l_scope_enter(lua_State *L) {
-  mnemo_rt_t *rt = mnemo_rt_get(L);
-  task_state_t *task = task_get(L);
-  scope_t *s = scope_alloc(L);
+/* A cheap clock (about 10 ns, 4 ms resolution) to catch work that ran past
+ * its deadline without yielding; virtual when the runtime's clock is. */
+static uint64_t coarse_now(const mnemo_clock_t *clock) {
+  struct timespec ts;
+  if (clock->is_virtual)
+    return clock->virtual_ns;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * MNEMO_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Enters a scope for the running task (the operation name at index
+ * op_idx, or none if 0). */
+static scope_t *enter_scope(lua_State *L, mnemo_rt_t *rt, uint64_t timeout_ns,
+                            int op_idx, int shield) {
+  task_state_t *task = task_get_in(L, UP_TASKS, rt);
+  scope_t *s = scope_alloc(L, rt);
   mnemo_deadline_t *parent = task->top != NULL ? &task->top->deadline : NULL;
+  size_t len = 0;
+  const char *operation = op_idx ? lua_tolstring(L, op_idx, &len) : NULL;
 
   s->task = task;
   s->rt = rt;
   s->below = task->top;
-  s->operation_ref = LUA_NOREF;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_pushvalue(L, 2);
-    s->operation_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  if (lua_toboolean(L, 3)) {
-    mnemo_deadline_enter_shield(&s->deadline, &rt->timers, parent);
+  if (operation != NULL) {
+    if (len >= sizeof(s->operation))
+      len = sizeof(s->operation) - 1;
+    memcpy(s->operation, operation, len);
+    s->operation[len] = '\0';
   } else {
-    uint64_t ns = lua_isnumber(L, 1) ? mnemo_seconds_to_ns(lua_tonumber(L, 1))
-                                     : MNEMO_DEADLINE_NONE;
-    mnemo_deadline_enter(&s->deadline, &rt->timers, parent, ns, on_scope_expire,
-                         s);
+    s->operation[0] = '\0';
   }
-  /* Elapsed time is measured precisely; the due time stays on the loop's
-   * cached clock like every timer. */
-  s->deadline.started_ns = mnemo_clock_now(&rt->clock);
+  if (shield)
+    mnemo_deadline_enter_shield(&s->deadline, &rt->timers, parent);
+  else
+    mnemo_deadline_enter(&s->deadline, &rt->timers, parent, timeout_ns,
+                         on_scope_expire, s);
+  s->coarse_start_ns = coarse_now(&rt->clock);
+  s->deadline.started_ns = s->coarse_start_ns;
   task->top = s;
-  lua_pushlightuserdata(L, s);
+  return s;
+}
+
+/* scope_enter(seconds|nil, operation|nil, shield) -> scope */
+static int l_scope_enter(lua_State *L) {
+  uint64_t ns = lua_isnumber(L, 1) ? mnemo_seconds_to_ns(lua_tonumber(L, 1))
+                                   : MNEMO_DEADLINE_NONE;
+  lua_pushlightuserdata(L,
+                        enter_scope(L, UP_RT(L), ns, lua_isstring(L, 2) ? 2 : 0,
+                                    lua_toboolean(L, 3)));
   return 1;
 }
 
-/* scope_leave(scope) -> expired, elapsed, timeout, operation
- * `expired` is true if this scope's deadline passed, whether or not its
- * timer got to fire (CPU-bound work does not yield to the loop). */
-static int l_scope_leave(lua_State *L) {
-  scope_t *s = lua_touserdata(L, 1);
-  task_state_t *task = task_find(L);
-  uint64_t now;
+/* Leaves scope s (at index idx) and pushes: expired, elapsed[, timeout,
+ * operation]. `expired` is true if the deadline passed, whether or not its
+ * timer got to fire (CPU-bound work does not yield to the loop). elapsed
+ * comes from the coarse clock (4 ms resolution) unless it expired, when it
+ * is precise; timeout and operation come only when it expired. Returns the
+ * number of values pushed; *expired_out and *elapsed_out as well. */
+static int leave_scope(lua_State *L, mnemo_rt_t *rt, int idx, int *expired_out,
+                       uint64_t *elapsed_out) {
+  scope_t *s = lua_touserdata(L, idx);
+  task_state_t *task = task_find_in(L, UP_TASKS);
+  uint64_t elapsed;
   int expired;
 
   if (s == NULL || task == NULL)
@@ -443,36 +477,94 @@ static int l_scope_leave(lua_State *L) {
     scope_t *inner = task->top;
     mnemo_deadline_leave(&inner->deadline);
     task->top = inner->below;
-    luaL_unref(L, LUA_REGISTRYINDEX, inner->operation_ref);
     scope_free(L, inner);
   }
   if (task->top != s)
     return luaL_error(L, "mnemo: leaving a scope that is not active");
   mnemo_deadline_leave(&s->deadline);
-  now = mnemo_clock_now(&s->rt->clock);
+  elapsed = coarse_now(&rt->clock) - s->coarse_start_ns;
   expired =
       s->deadline.expired ||
       (!s->deadline.shielded && s->deadline.timeout_ns != MNEMO_DEADLINE_NONE &&
-       now - s->deadline.started_ns >= s->deadline.timeout_ns);
+       elapsed >= s->deadline.timeout_ns);
+  *expired_out = expired;
+  *elapsed_out = elapsed;
   lua_pushboolean(L, expired);
-  lua_pushnumber(L, (double)(now - s->deadline.started_ns) / 1e9);
-  lua_pushnumber(L, (double)s->deadline.timeout_ns / 1e9);
-  if (s->operation_ref != LUA_NOREF)
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->operation_ref);
-  else
-    lua_pushnil(L);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->operation_ref);
   task->top = s->below;
   scope_free(L, s);
-  task_release_if_idle(L, task);
+  if (!expired) {
+    lua_pushnumber(L, (double)elapsed / 1e9);
+    return 2;
+  }
+  /* Rare: worth a precise reading for the report. */
+  elapsed = mnemo_clock_now(&rt->clock) - s->coarse_start_ns;
+  *elapsed_out = elapsed;
+  lua_pushnumber(L, (double)elapsed / 1e9);
+  lua_pushnumber(L, (double)s->deadline.timeout_ns / 1e9);
+  if (s->operation[0] != '\0')
+    lua_pushstring(L, s->operation);
+  else
+    lua_pushnil(L);
   return 4;
+}
+
+/* scope_leave(scope) -> expired, elapsed[, timeout, operation] */
+static int l_scope_leave(lua_State *L) {
+  int expired;
+  uint64_t elapsed;
+  return leave_scope(L, UP_RT(L), 1, &expired, &elapsed);
+}
+
+/* attempt_begin(seconds, operation, breaker|nil) -> scope | false,
+ * retry_after. One call for the hot path of a guarded attempt: breaker
+ * admission, then the per-attempt scope. */
+static int l_attempt_begin(lua_State *L) {
+  mnemo_rt_t *rt = UP_RT(L);
+  uint64_t ns = lua_isnumber(L, 1) ? mnemo_seconds_to_ns(lua_tonumber(L, 1))
+                                   : MNEMO_DEADLINE_NONE;
+  if (!lua_isnoneornil(L, 3)) {
+    mnemo_breaker_t *b = mnemo_lua_to_breaker(L, 3);
+    uint64_t retry_after = 0;
+    if (mnemo_breaker_acquire(b, mnemo_clock_cached(&rt->clock),
+                              &retry_after) != 0) {
+      lua_pushboolean(L, 0);
+      lua_pushnumber(L, (double)retry_after / 1e9);
+      return 2;
+    }
+  }
+  lua_pushlightuserdata(L,
+                        enter_scope(L, rt, ns, lua_isstring(L, 2) ? 2 : 0, 0));
+  return 1;
+}
+
+/* attempt_end(scope, ok, ignored, breaker|nil) -> expired, elapsed[,
+ * timeout, operation]: leaves the scope and settles the breaker permit
+ * (success, failure, or ignored for errors that say nothing about the
+ * dependency; an overrun success counts as a failure). */
+static int l_attempt_end(lua_State *L) {
+  mnemo_rt_t *rt = UP_RT(L);
+  int ok = lua_toboolean(L, 2), ignored = lua_toboolean(L, 3), expired, n;
+  uint64_t elapsed;
+  mnemo_breaker_t *b =
+      lua_isnoneornil(L, 4) ? NULL : mnemo_lua_to_breaker(L, 4);
+  n = leave_scope(L, rt, 1, &expired, &elapsed);
+  if (b != NULL) {
+    uint64_t now = mnemo_clock_cached(&rt->clock);
+    if (ok && !expired)
+      mnemo_breaker_on_success(b, now, elapsed);
+    else if (!ok && ignored && !expired)
+      mnemo_breaker_on_ignored(b, now);
+    else
+      mnemo_breaker_on_failure(b, now, elapsed);
+  }
+  return n;
 }
 
 /* remaining() -> seconds left in the running task's innermost scope
  * (math.huge if unbounded), and whether it has expired. */
 static int l_remaining(lua_State *L) {
-  mnemo_rt_t *rt = mnemo_rt_get(L);
-  task_state_t *task = task_find(L);
+  mnemo_rt_t *rt = UP_RT(L);
+  task_state_t *task = task_find_in(L, UP_TASKS);
   if (task == NULL || task->top == NULL) {
     lua_pushnumber(L, HUGE_VAL);
     lua_pushboolean(L, 0);
@@ -480,7 +572,7 @@ static int l_remaining(lua_State *L) {
   }
   {
     uint64_t left = mnemo_deadline_remaining(&task->top->deadline,
-                                             mnemo_clock_now(&rt->clock));
+                                             mnemo_clock_cached(&rt->clock));
     lua_pushnumber(L,
                    left == MNEMO_DEADLINE_NONE ? HUGE_VAL : (double)left / 1e9);
     lua_pushboolean(L, expired_scope(task) != NULL);
@@ -506,7 +598,7 @@ static int l_set_cancel_hook(lua_State *L) {
 
 /* current_scope() -> the running task's innermost scope or nil */
 static int l_current_scope(lua_State *L) {
-  task_state_t *task = task_find(L);
+  task_state_t *task = task_find_in(L, UP_TASKS);
   if (task == NULL || task->top == NULL)
     return 0;
   lua_pushlightuserdata(L, task->top);
@@ -521,14 +613,41 @@ void mnemo_open_scope(lua_State *L) {
       {"wait_wake", l_wait_wake},
       {"scope_enter", l_scope_enter},
       {"scope_leave", l_scope_leave},
+      {"attempt_begin", l_attempt_begin},
+      {"attempt_end", l_attempt_end},
       {"remaining", l_remaining},
       {"current_scope", l_current_scope},
       {"set_timeout_factory", l_set_timeout_factory},
       {"set_cancel_hook", l_set_cancel_hook},
       {NULL, NULL}};
+  const luaL_Reg *f;
   luaL_newmetatable(L, wait_mt);
   lua_pushcfunction(L, wait_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  luaL_register(L, NULL, functions);
+  luaL_newmetatable(L, task_mt);
+  lua_pushcfunction(L, task_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+
+  /* The tasks table: weak keys, so a task goes with its coroutine. */
+  push_tasks_table(L);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, (void *)&tasks_key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+  }
+  for (f = functions; f->name != NULL; f++) {
+    lua_pushlightuserdata(L, mnemo_rt_get(L));
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, f->func, 2);
+    lua_setfield(L, -3, f->name);
+  }
+  lua_pop(L, 1);
 }

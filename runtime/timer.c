@@ -73,37 +73,46 @@ void mnemo_timers_close(mnemo_timers_t *timers) {
   }
 }
 
-/* Keeps the single uv timer armed for the earliest pending due time, and
- * stopped (so it does not keep the loop alive) when nothing is pending or
- * time is virtual. */
+/* Keeps the single uv timer armed no later than the earliest due time.
+ *
+ * Arming is lazy, because deadlines are mostly entered and left again
+ * long before they are due: a head that moves later keeps the earlier
+ * arming (the timer then fires early, finds nothing due and re-arms), and
+ * an empty heap only unrefs the uv timer so it no longer keeps the loop
+ * alive. So a deadline entered and left costs no libuv call in the steady
+ * state. */
 void mnemo_timers_rearm(mnemo_timers_t *timers) {
   mnemo_heap_node_t *head = mnemo_heap_min(&timers->heap);
+  uv_timer_t *handle;
   uint64_t due, now, delay_ms;
 
   if (timers->driver == NULL)
     return;
-  /* Only weak timers pending: let the loop end if nothing else runs. */
+  handle = &timers->driver->handle;
+  /* Only weak timers (or none) pending: let the loop end. */
   if (timers->weak_count == timers->heap.count)
-    uv_unref((uv_handle_t *)&timers->driver->handle);
+    uv_unref((uv_handle_t *)handle);
   else
-    uv_ref((uv_handle_t *)&timers->driver->handle);
+    uv_ref((uv_handle_t *)handle);
   if (head == NULL || timers->clock->is_virtual) {
-    if (timers->armed_due_ns != 0) {
-      uv_timer_stop(&timers->driver->handle);
+    if (timers->clock->is_virtual && timers->armed_due_ns != 0) {
+      uv_timer_stop(handle);
       timers->armed_due_ns = 0;
     }
     return;
   }
   due = TIMER_OF(head)->due_ns;
-  if (timers->armed_due_ns == due && due != 0)
+  if (due == 0)
+    due = 1;
+  if (timers->armed_due_ns != 0 && timers->armed_due_ns <= due)
     return;
   now = mnemo_clock_cached(timers->clock);
   /* Round up: libuv fires when loop time >= start + timeout, and a timer
    * must never fire before its due time. */
   delay_ms =
       due > now ? (due - now + MNEMO_NS_PER_MS - 1) / MNEMO_NS_PER_MS : 0;
-  uv_timer_start(&timers->driver->handle, on_uv_timer, delay_ms, 0);
-  timers->armed_due_ns = due ? due : 1;
+  uv_timer_start(handle, on_uv_timer, delay_ms, 0);
+  timers->armed_due_ns = due;
 }
 
 void mnemo_timer_init(mnemo_timer_t *timer, mnemo_timer_cb cb, void *data) {
@@ -143,11 +152,12 @@ void mnemo_timer_stop(mnemo_timer_t *timer) {
   int was_head;
   if (timers == NULL)
     return;
-  was_head = mnemo_heap_min(&timers->heap) == &timer->node;
   mnemo_heap_remove(&timers->heap, &timer->node);
   timer->owner = NULL;
   timers->weak_count -= timer->weak ? 1 : 0;
-  if (was_head || timers->weak_count == timers->heap.count)
+  /* A later head keeps the current arming; only the loop reference may
+   * need to drop. */
+  if (timers->weak_count == timers->heap.count)
     mnemo_timers_rearm(timers);
 }
 

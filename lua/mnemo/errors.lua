@@ -19,8 +19,32 @@ _M.is_class = function(name)
   return known[name] == true
 end
 
+-- Messages are made when first read (tostring, err.message): errors on
+-- the fast-fail path are created often and mostly never printed.
+local messages = {
+  timeout = function(e)
+    return format("TimeoutError: %s exceeded its %.3fs deadline (elapsed %.3fs)",
+      e.operation or "operation", e.timeout or 0, e.elapsed or 0)
+  end,
+  circuit_open = function(e)
+    return format("CircuitOpenError: breaker %s is open (retry after %.3fs)", e.breaker,
+      e.retry_after or 0)
+  end,
+  bulkhead_full = function(e)
+    return format("BulkheadFullError: bulkhead %s is full (%s)", e.bulkhead, e.reason or "queue full")
+  end,
+}
+
 local Error = {}
-Error.__index = Error
+Error.__index = function(e, k)
+  if k == "message" then
+    local make = messages[rawget(e, "_message_kind")]
+    local m = make and make(e) or rawget(e, "kind")
+    rawset(e, "message", m)
+    return m
+  end
+  return Error[k]
+end
 Error.__tostring = function(e)
   return e.message or e.kind
 end
@@ -31,20 +55,22 @@ local function new(kind, fields, message)
   return setmetatable(fields, Error)
 end
 
+local function lazy(kind, fields)
+  fields.kind = kind
+  fields._message_kind = kind
+  return setmetatable(fields, Error)
+end
+
 function _M.timeout(operation, timeout, elapsed)
-  return new("timeout", { operation = operation, timeout = timeout, elapsed = elapsed },
-    format("TimeoutError: %s exceeded its %.3fs deadline (elapsed %.3fs)",
-      operation or "operation", timeout or 0, elapsed or 0))
+  return lazy("timeout", { operation = operation, timeout = timeout, elapsed = elapsed })
 end
 
 function _M.circuit_open(breaker, retry_after, operation)
-  return new("circuit_open", { breaker = breaker, retry_after = retry_after, operation = operation },
-    format("CircuitOpenError: breaker %s is open (retry after %.3fs)", breaker, retry_after or 0))
+  return lazy("circuit_open", { breaker = breaker, retry_after = retry_after, operation = operation })
 end
 
 function _M.bulkhead_full(bulkhead, operation, reason)
-  return new("bulkhead_full", { bulkhead = bulkhead, operation = operation, reason = reason },
-    format("BulkheadFullError: bulkhead %s is full (%s)", bulkhead, reason or "queue full"))
+  return lazy("bulkhead_full", { bulkhead = bulkhead, operation = operation, reason = reason })
 end
 
 function _M.retries_exhausted(operation, attempts, last)

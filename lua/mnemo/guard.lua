@@ -51,10 +51,12 @@ local function compile_op(name, spec, timeouts, retries)
     deadline = spec.deadline,
     retry = spec.retry and retries[spec.retry] or nil,
     retry_name = spec.retry,
+    has_budget = spec.retry and retries[spec.retry] and retries[spec.retry]:budget_stats() ~= nil,
     breaker = spec.breaker and breakers.get(spec.breaker) or nil,
     bulkhead = spec.bulkhead and bulkheads.get(spec.bulkhead) or nil,
     idempotent = spec.idempotent == true,
     fallback = spec.fallback,
+    stats = stats_for(name),
   }
   return op
 end
@@ -116,68 +118,57 @@ local function resolve(operation)
     end
     op.name, op.unknown = operation, true
   end
+  op.stats = stats_for(operation)
   return op
 end
 
--- One attempt: breaker admission, a bulkhead slot, the per-attempt
--- deadline. Returns ok, results... or false, err.
-local function settle(ctx, scope, t0, ok, ...)
-  local expired, elapsed, timeout = scope_leave(scope)
-  local op = ctx.op
+-- One attempt: breaker admission and the per-attempt deadline (one C
+-- call), a bulkhead slot, the call, then scope and breaker settled (one C
+-- call). Returns ok, results... or false, err. The success path allocates
+-- nothing: the per-call context table is made only once an attempt fails.
+local attempt_begin, attempt_end = core.attempt_begin, core.attempt_end
+local IGNORED = breakers.IGNORED
+
+local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
   if op.bulkhead then
     op.bulkhead.ud:leave()
   end
   local err = ...
-  if expired and ok then
-    -- Finished, but only after its deadline (CPU-bound, never yielded).
-    ok, err = false, errors.timeout(op.name, timeout, elapsed)
-  elseif not ok and expired and type(err) == "table" and err.kind == "timeout" then
-    err = errors.timeout(op.name, timeout, elapsed)
-  end
-  local br = op.breaker
-  if br then
+  local expired, elapsed, timeout = attempt_end(scope, ok, not ok and IGNORED[classify(err)], ud)
+  if not expired then
     if ok then
-      br.ud:success(now() - t0)
-    elseif breakers.IGNORED[classify(err)] then
-      br.ud:ignored()
-    else
-      br.ud:failure(now() - t0)
+      return true, ...
     end
+    return false, err
   end
-  if ok then
-    return true, ...
-  end
-  if expired then
-    ctx.stats.timeouts = ctx.stats.timeouts + 1
-    log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
-      attempt = ctx.attempt, context = ctx.context })
+  s.timeouts = s.timeouts + 1
+  log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
+    attempt = attempt_no, context = opts and opts.context })
+  if ok or (type(err) == "table" and err.kind == "timeout") then
+    -- Our own deadline: report it as ours (a success that overran it
+    -- without yielding is a timeout too).
+    err = errors.timeout(op.name, timeout, elapsed)
   end
   return false, err
 end
 
-local function attempt(ctx, fn, ...)
-  local op = ctx.op
+local function attempt(op, s, attempt_no, opts, fn, ...)
   local br = op.breaker
-  if br then
-    local admitted, retry_after = br.ud:acquire()
-    if not admitted then
-      ctx.stats.fast_fails = ctx.stats.fast_fails + 1
-      return false, errors.circuit_open(br.name, retry_after, op.name)
-    end
+  local ud = br and br.ud
+  local scope, retry_after = attempt_begin(op.timeout, op.name, ud)
+  if not scope then
+    s.fast_fails = s.fast_fails + 1
+    return false, errors.circuit_open(br.name, retry_after, op.name)
   end
   if op.bulkhead then
     local entered, err = op.bulkhead:enter(op.name)
     if not entered then
-      if br then
-        br.ud:ignored()
-      end
-      ctx.stats.bulkhead_rejections = ctx.stats.bulkhead_rejections + 1
+      attempt_end(scope, false, true, ud)
+      s.bulkhead_rejections = s.bulkhead_rejections + 1
       return false, err
     end
   end
-  local t0 = now()
-  local scope = scope_enter(op.timeout, op.name)
-  return settle(ctx, scope, t0, pcall(fn, ...))
+  return settle(op, s, attempt_no, opts, scope, ud, pcall(fn, ...))
 end
 
 -- Decides whether the failed attempt is followed by another; returns the
@@ -215,62 +206,75 @@ local function next_delay(ctx, err)
   return delay
 end
 
-local function fail(ctx, err, opts)
-  local s = ctx.stats
+local function fail(op, s, attempts, opts, err)
   s.failures = s.failures + 1
-  if ctx.attempt > 1 then
-    log.emit("error", "retries_exhausted", { operation = ctx.op.name, attempts = ctx.attempt,
+  if attempts > 1 and log.enabled("error") then
+    log.emit("error", "retries_exhausted", { operation = op.name, attempts = attempts,
       error = tostring(err), class = classify(err) })
   end
-  local fallback = opts and opts.fallback or ctx.op.fallback
+  local fallback = opts and opts.fallback or op.fallback
   if fallback then
     s.fallbacks = s.fallbacks + 1
-    log.emit("info", "fallback", { operation = ctx.op.name, error = tostring(err) })
-    return fallback(err, { operation = ctx.op.name, attempts = ctx.attempt })
+    if log.enabled("info") then
+      log.emit("info", "fallback", { operation = op.name, error = tostring(err) })
+    end
+    return fallback(err, { operation = op.name, attempts = attempts })
   end
   error(err, 0)
 end
 
-local function finish(ctx, opts, ok, ...)
+-- After a failed attempt: retries, in tail calls so results flow through
+-- without tables.
+local function retry_loop(ctx, ok, ...)
   if ok then
     ctx.stats.successes = ctx.stats.successes + 1
     return ...
   end
-  return fail(ctx, (...), opts)
-end
-
--- The retry loop, in tail calls so results flow through without tables.
-local function run(ctx, opts, args, ok, ...)
-  if ok then
-    return finish(ctx, opts, true, ...)
-  end
   local err = ...
   local delay = next_delay(ctx, err)
   if not delay then
-    return finish(ctx, opts, false, err)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err)
   end
   ctx.stats.retries = ctx.stats.retries + 1
   log.emit("info", "retry", { operation = ctx.op.name, attempt = ctx.attempt, delay = delay,
     error = tostring(err), class = classify(err) })
   local slept, serr = core.sleep(delay)
   if not slept then
-    return finish(ctx, opts, false, serr)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, serr)
   end
   ctx.attempt = ctx.attempt + 1
-  return run(ctx, opts, args, attempt(ctx, args.fn, unpack(args, 1, args.n)))
+  local args = ctx.args
+  return retry_loop(ctx, attempt(ctx.op, ctx.stats, ctx.attempt, ctx.opts, args.fn, unpack(args, 1, args.n)))
 end
 
-local function guarded(operation, fn, opts, ...)
-  local op = resolve(operation)
-  local s = stats_for(operation)
-  s.calls = s.calls + 1
-  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, context = opts and opts.context }
-  if op.retry and op.idempotent then
-    op.retry:on_request()
-    local args = { n = select("#", ...), fn = fn, ... }
-    return run(ctx, opts, args, attempt(ctx, fn, ...))
+local function first(op, s, opts, args, ok, ...)
+  if ok then
+    s.successes = s.successes + 1
+    return ...
   end
-  return finish(ctx, opts, attempt(ctx, fn, ...))
+  if not args then
+    return fail(op, s, 1, opts, (...))
+  end
+  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, args = args }
+  return retry_loop(ctx, false, ...)
+end
+
+local function guarded(op, fn, opts, ...)
+  local s = op.stats
+  s.calls = s.calls + 1
+  local args = nil
+  if op.retry and op.idempotent then
+    if op.has_budget then
+      op.retry:on_request()
+    end
+    local n = select("#", ...)
+    if n == 0 then
+      args = { n = 0, fn = fn } -- only the retry path reads it
+    else
+      args = { n = n, fn = fn, ... }
+    end
+  end
+  return first(op, s, opts, args, attempt(op, s, 1, opts, fn, ...))
 end
 
 local function leave_deadline(scope, operation, ok, ...)
@@ -288,19 +292,22 @@ end
 -- opts.context (fields for log lines). Raises the final error when there
 -- is no fallback.
 function _M.guard(operation, fn, opts, ...)
-  if type(operation) ~= "string" then
-    error("guard: expected an operation name, got " .. tostring(operation), 2)
+  local op = active.ops[operation]
+  if not op then
+    if type(operation) ~= "string" then
+      error("guard: expected an operation name, got " .. tostring(operation), 2)
+    end
+    op = resolve(operation)
   end
   if type(fn) ~= "function" then
     error("guard: expected a function, got " .. tostring(fn), 2)
   end
-  local op = active.ops[operation]
-  if op and op.deadline then
+  if op.deadline then
     -- An overall deadline for all attempts together.
     local scope = scope_enter(op.deadline, operation .. " (all attempts)")
-    return leave_deadline(scope, operation, pcall(guarded, operation, fn, opts, ...))
+    return leave_deadline(scope, operation, pcall(guarded, op, fn, opts, ...))
   end
-  return guarded(operation, fn, opts, ...)
+  return guarded(op, fn, opts, ...)
 end
 
 -- mnemo.retry(policy_table, fn, ...): fn(...) retried by a one-off policy.
@@ -310,12 +317,9 @@ function _M.retry(spec, fn, ...)
     error("retry: " .. err, 2)
   end
   local op = { name = spec.operation or "retry", timeout = spec.timeout or math.huge,
-    retry = policy, idempotent = true }
-  local ctx = { op = op, stats = stats_for(op.name), attempt = 1, prev_delay = 0 }
-  ctx.stats.calls = ctx.stats.calls + 1
-  policy:on_request()
-  local args = { n = select("#", ...), fn = fn, ... }
-  return run(ctx, nil, args, attempt(ctx, fn, ...))
+    retry = policy, idempotent = true, has_budget = spec.budget ~= nil }
+  op.stats = stats_for(op.name)
+  return guarded(op, fn, nil, ...)
 end
 
 function _M.stats()

@@ -31,6 +31,11 @@ function _M.emit(level, event, fields)
   sink(line)
 end
 
+-- Whether a line at this level would be written (to skip building fields).
+function _M.enabled(level)
+  return (levels[level] or 40) >= threshold
+end
+
 -- For tests: capture lines instead of writing them. Returns the old sink.
 function _M.set_sink(fn)
   local old = sink
