@@ -149,7 +149,6 @@ void mnemo_timer_start(mnemo_timers_t *timers, mnemo_timer_t *timer,
 
 void mnemo_timer_stop(mnemo_timer_t *timer) {
   mnemo_timers_t *timers = timer->owner;
-  int was_head;
   if (timers == NULL)
     return;
   mnemo_heap_remove(&timers->heap, &timer->node);
