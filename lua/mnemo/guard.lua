@@ -244,10 +244,14 @@ local function retry_loop(ctx, ok, ...)
   end
   ctx.attempt = ctx.attempt + 1
   local args = ctx.args
-  return retry_loop(ctx, attempt(ctx.op, ctx.stats, ctx.attempt, ctx.opts, args.fn, unpack(args, 1, args.n)))
+  return retry_loop(ctx, attempt(ctx.op, ctx.stats, ctx.attempt, ctx.opts, ctx.fn, unpack(args, 1, args.n)))
 end
 
-local function first(op, s, opts, args, ok, ...)
+local NO_ARGS = { n = 0 }
+
+-- args: nil when the operation is not retried, else its arguments (a
+-- shared empty table when there are none, the common case: no allocation).
+local function first(op, s, opts, fn, args, ok, ...)
   if ok then
     s.successes = s.successes + 1
     return ...
@@ -255,7 +259,7 @@ local function first(op, s, opts, args, ok, ...)
   if not args then
     return fail(op, s, 1, opts, (...))
   end
-  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, args = args }
+  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, fn = fn, args = args }
   return retry_loop(ctx, false, ...)
 end
 
@@ -268,13 +272,9 @@ local function guarded(op, fn, opts, ...)
       op.retry:on_request()
     end
     local n = select("#", ...)
-    if n == 0 then
-      args = { n = 0, fn = fn } -- only the retry path reads it
-    else
-      args = { n = n, fn = fn, ... }
-    end
+    args = n == 0 and NO_ARGS or { n = n, ... }
   end
-  return first(op, s, opts, args, attempt(op, s, 1, opts, fn, ...))
+  return first(op, s, opts, fn, args, attempt(op, s, 1, opts, fn, ...))
 end
 
 local function leave_deadline(scope, operation, ok, ...)

@@ -480,3 +480,91 @@ describe("mnemo.retry", function()
     assert.is_true(#lines >= 50)
   end)
 end)
+
+describe("retry policies", function()
+  local core = require "mnemo_core"
+
+  it("keeps every jitter within its bounds, with the expected mean (fixed seed)", function()
+    local cases = {
+      { jitter = "none", lo = 4, hi = 4, mean = 4 },
+      { jitter = "full", lo = 0, hi = 4, mean = 2 },
+      { jitter = "equal", lo = 2, hi = 4, mean = 3 },
+    }
+    for _, c in ipairs(cases) do
+      local p = assert(core.retry_policy_new { attempts = 5, base = 1, max = 10, multiplier = 2,
+        jitter = c.jitter, seed = 42 })
+      local sum, n = 0, 20000
+      for _ = 1, n do
+        local d = p:delay(3, 0) -- third retry: 1 * 2^2 = 4 s before jitter
+        assert.is_true(d >= c.lo - 1e-9 and d <= c.hi + 1e-9, c.jitter .. " gave " .. d)
+        sum = sum + d
+      end
+      assert.near(c.mean, sum / n, c.mean * 0.02 + 1e-9, c.jitter)
+    end
+    local p = assert(core.retry_policy_new { attempts = 5, base = 1, max = 10, jitter = "decorrelated", seed = 1 })
+    local prev = 0
+    for _ = 1, 1000 do
+      prev = p:delay(2, prev)
+      assert.is_true(prev >= 1 and prev <= 10)
+    end
+  end)
+
+  it("two clients with different seeds spread out", function()
+    local a = core.retry_policy_new { attempts = 3, base = 1, max = 10, jitter = "full", seed = 1 }
+    local b = core.retry_policy_new { attempts = 3, base = 1, max = 10, jitter = "full", seed = 2 }
+    local same = 0
+    for _ = 1, 100 do
+      if a:delay(1, 0) == b:delay(1, 0) then
+        same = same + 1
+      end
+    end
+    assert.is_true(same < 5)
+  end)
+
+  it("stops a retry storm once the budget is spent", function()
+    mnemo.clock.virtual(true)
+    local lines, restore = quiet()
+    local op = uniq("storm")
+    mnemo.configure {
+      retry = { r = { attempts = 5, base = 0.1, max = 0.1, jitter = "none", on = { "connection" },
+        budget = { ratio = 0, min_retries = 3, window = 60 } } },
+      operations = { [op] = { retry = "r", idempotent = true } },
+    }
+    local calls = 0
+    mnemo.run(function()
+      for _ = 1, 5 do
+        local box = start(mnemo.guard, op, function()
+          calls = calls + 1
+          error(mnemo.error("connection"))
+        end)
+        mnemo.clock.advance(1)
+        assert.equal("connection", box.result[2].kind)
+      end
+    end)
+    restore()
+    mnemo.clock.virtual(false)
+    -- 5 first attempts + the 3 retries the budget allows in the window.
+    assert.equal(8, calls)
+    assert.equal(3, mnemo.stats()[op].retries)
+    assert.is_true(mnemo.stats()[op].budget_denials >= 2)
+    assert.is_true(#events(lines, "retry_budget_exhausted") >= 2)
+  end)
+end)
+
+describe("error classes", function()
+  it("classifies error objects, luv error strings and protocol codes", function()
+    local errors = mnemo.errors
+    assert.equal("timeout", errors.classify(mnemo.error("timeout")))
+    assert.equal("connection", errors.classify("ECONNREFUSED: connection refused"))
+    assert.equal("connection", errors.classify("connect: ECONNRESET: connection reset by peer"))
+    assert.equal("unknown", errors.classify("something odd"))
+    assert.equal("unknown", errors.classify(nil))
+    assert.equal("deadlock", errors.class_from_sqlstate("40P01"))
+    assert.equal("constraint", errors.class_from_sqlstate("23505"))
+    assert.equal("too_many_connections", errors.class_from_sqlstate("53300"))
+    assert.equal("http_5xx", errors.class_from_http_status(503))
+    assert.equal("rate_limited", errors.class_from_http_status(429))
+    assert.equal("busy", errors.class_from_redis(0, "LOADING Redis is loading the dataset in memory"))
+    assert.equal("connection", errors.class_from_redis(1, nil))
+  end)
+end)
