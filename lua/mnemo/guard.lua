@@ -8,9 +8,10 @@ local log = require "mnemo.log"
 local config = require "mnemo.config"
 local breakers = require "mnemo.breaker"
 local bulkheads = require "mnemo.bulkhead"
+local timeout = require "mnemo.timeout"
 
 local type, pcall, error, select, tostring, pairs = type, pcall, error, select, tostring, pairs
-local now, scope_enter, scope_leave, remaining = core.now, core.scope_enter, core.scope_leave, core.remaining
+local remaining = core.remaining
 local classify = errors.classify
 local unpack = unpack
 
@@ -277,17 +278,6 @@ local function guarded(op, fn, opts, ...)
   return first(op, s, opts, fn, args, attempt(op, s, 1, opts, fn, ...))
 end
 
-local function leave_deadline(scope, operation, ok, ...)
-  local expired, elapsed, timeout = scope_leave(scope)
-  if expired then
-    error(errors.timeout(operation, timeout, elapsed), 0)
-  end
-  if not ok then
-    error((...), 0)
-  end
-  return ...
-end
-
 -- mnemo.guard(operation, fn [, opts], ...): opts.fallback(err, ctx),
 -- opts.context (fields for log lines). Raises the final error when there
 -- is no fallback.
@@ -304,8 +294,8 @@ function _M.guard(operation, fn, opts, ...)
   end
   if op.deadline then
     -- An overall deadline for all attempts together.
-    local scope = scope_enter(op.deadline, operation .. " (all attempts)")
-    return leave_deadline(scope, operation, pcall(guarded, op, fn, opts, ...))
+    return timeout.timeout({ seconds = op.deadline, operation = operation .. " (all attempts)",
+      context = opts and opts.context }, guarded, op, fn, opts, ...)
   end
   return guarded(op, fn, opts, ...)
 end

@@ -1,37 +1,8 @@
 -- mnemo.guard and its parts: breakers, retries, bulkheads, on virtual time.
 local mnemo = require "mnemo"
 
-local function quiet()
-  local lines = {}
-  local old = mnemo.log.set_sink(function(line)
-    lines[#lines + 1] = line
-  end)
-  return lines, function()
-    mnemo.log.set_sink(old)
-  end
-end
-
-local function events(lines, name)
-  local cjson = require "cjson"
-  local out = {}
-  for _, l in ipairs(lines) do
-    local rec = cjson.decode(l)
-    if rec.event == name then
-      out[#out + 1] = rec
-    end
-  end
-  return out
-end
-
--- Starts fn in a task; returns a box filled with { ok, ... } when it ends.
-local function start(fn, ...)
-  local box = {}
-  local args = { n = select("#", ...), ... }
-  mnemo.spawn(function()
-    box.result = { pcall(fn, unpack(args, 1, args.n)) }
-  end)
-  return box
-end
+local h = require "helpers"
+local quiet, events, start = h.capture_log, h.events, h.start
 
 local failing = function(kind)
   return function()
@@ -566,5 +537,32 @@ describe("error classes", function()
     assert.equal("rate_limited", errors.class_from_http_status(429))
     assert.equal("busy", errors.class_from_redis(0, "LOADING Redis is loading the dataset in memory"))
     assert.equal("connection", errors.class_from_redis(1, nil))
+  end)
+end)
+
+describe("operation deadline", function()
+  it("bounds all attempts together", function()
+    mnemo.clock.virtual(true)
+    local lines, restore = quiet()
+    local op = uniq("bounded")
+    mnemo.configure {
+      retry = { r = { attempts = 10, base = 1, max = 1, jitter = "none", on = { "timeout" } } },
+      operations = { [op] = { timeout = 2, deadline = 5, retry = "r", idempotent = true } },
+    }
+    local calls = 0
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        calls = calls + 1
+        mnemo.sleep(100)
+      end)
+      mnemo.clock.advance(100)
+      return box
+    end)
+    restore()
+    mnemo.clock.virtual(false)
+    -- attempts at 0 s (times out at 2 s), 3 s (cut at 5 s by the deadline)
+    assert.equal(2, calls)
+    assert.equal("timeout", box.result[2].kind)
+    assert.equal(op .. " (all attempts)", box.result[2].operation)
   end)
 end)

@@ -78,4 +78,49 @@ function _M.tmpname(suffix)
   return os.tmpname() .. (suffix or "")
 end
 
+-- Starts fn(...) in its own task; returns a box that gets
+-- `result = { pcall results }` when the task ends.
+function _M.start(fn, ...)
+  local box = {}
+  local args = { n = select("#", ...), ... }
+  mnemo.spawn(function()
+    box.result = { pcall(fn, unpack(args, 1, args.n)) }
+  end)
+  return box
+end
+
+-- Captures mnemo's JSON log lines; returns the list and a restore function.
+function _M.capture_log()
+  local lines = {}
+  local old = mnemo.log.set_sink(function(line)
+    lines[#lines + 1] = line
+  end)
+  return lines, function()
+    mnemo.log.set_sink(old)
+  end
+end
+
+-- The decoded log records of one event.
+function _M.events(lines, name)
+  local cjson = require "cjson"
+  local out = {}
+  for _, l in ipairs(lines) do
+    local rec = cjson.decode(l)
+    if rec.event == name then
+      out[#out + 1] = rec
+    end
+  end
+  return out
+end
+
+-- For before_each / after_each: tests that run on the virtual clock.
+-- (busted's hooks are globals of the spec file, not of this module.)
+function _M.virtual_clock_on()
+  mnemo.clock.virtual(true)
+end
+
+function _M.virtual_clock_off()
+  mnemo.clock.virtual(false)
+end
+
 return _M

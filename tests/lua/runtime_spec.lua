@@ -1,6 +1,7 @@
 -- The mnemo module under plain luajit: tasks, sleep, clocks, errors.
 local mnemo = require "mnemo"
 local uv = require "luv"
+local h = require "helpers"
 
 describe("mnemo.now", function()
   it("is monotonic seconds that advance across a sleep", function()
@@ -159,12 +160,8 @@ describe("mnemo.run", function()
 end)
 
 describe("virtual clock", function()
-  before_each(function()
-    mnemo.clock.virtual(true)
-  end)
-  after_each(function()
-    mnemo.clock.virtual(false)
-  end)
+  before_each(h.virtual_clock_on)
+  after_each(h.virtual_clock_off)
 
   it("holds time still until advanced, then fires timers in order", function()
     local fired = {}

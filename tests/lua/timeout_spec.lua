@@ -2,34 +2,12 @@
 local mnemo = require "mnemo"
 local uv = require "luv"
 
--- Runs body(task_result) where `spawn_work` starts fn in its own task and
--- returns a table filled with { ok, err_or_value } when it ends.
-local function start(fn, ...)
-  local box = {}
-  local args = { ... }
-  mnemo.spawn(function()
-    box.result = { pcall(fn, unpack(args)) }
-  end)
-  return box
-end
-
-local function capture_log()
-  local lines = {}
-  local old = mnemo.log.set_sink(function(line)
-    lines[#lines + 1] = line
-  end)
-  return lines, function()
-    mnemo.log.set_sink(old)
-  end
-end
+local h = require "helpers"
+local start, capture_log = h.start, h.capture_log
 
 describe("mnemo.timeout", function()
-  before_each(function()
-    mnemo.clock.virtual(true)
-  end)
-  after_each(function()
-    mnemo.clock.virtual(false)
-  end)
+  before_each(h.virtual_clock_on)
+  after_each(h.virtual_clock_off)
 
   it("returns the work's results when it finishes in time", function()
     local a, b = mnemo.run(function()
@@ -180,12 +158,8 @@ describe("mnemo.timeout", function()
 end)
 
 describe("mnemo.shield", function()
-  before_each(function()
-    mnemo.clock.virtual(true)
-  end)
-  after_each(function()
-    mnemo.clock.virtual(false)
-  end)
+  before_each(h.virtual_clock_on)
+  after_each(h.virtual_clock_off)
 
   it("keeps a commit from being cancelled; the deadline applies after it", function()
     local committed = false
