@@ -148,6 +148,38 @@ static int load_script(lua_State *L, const mnemo_host_options_t *options) {
   return MNEMO_EXIT_OK;
 }
 
+/* --policy FILE: load it (watched, so edits and SIGHUP reload it) before
+ * the script runs. A broken file at start is an error: there is no older
+ * policy to keep. */
+static int load_policy(host_t *host, const mnemo_host_options_t *options) {
+  lua_State *L = host->L;
+  int rc;
+  lua_pushcfunction(L, mnemo_rt_traceback);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "mnemo.policy");
+  rc = lua_pcall(L, 1, 1, -3);
+  if (rc == 0) {
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, options->policy);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "watch");
+    rc = lua_pcall(L, 2, 2, -5);
+    if (rc == 0 && lua_isnil(L, -2)) {
+      report(options->program, lua_tostring(L, -1));
+      lua_settop(L, 0);
+      return MNEMO_EXIT_ERROR;
+    }
+  }
+  if (rc != 0) {
+    report(options->program, lua_tostring(L, -1));
+    lua_settop(L, 0);
+    return MNEMO_EXIT_ERROR;
+  }
+  lua_settop(L, 0);
+  return MNEMO_EXIT_OK;
+}
+
 static int start_lua(host_t *host) {
   lua_State *L = luaL_newstate();
   if (L == NULL)
@@ -216,7 +248,10 @@ int mnemo_host_run(const mnemo_host_options_t *options) {
     return MNEMO_EXIT_ERROR;
   }
 
-  exit_code = load_script(host.L, options);
+  if (options->policy != NULL)
+    exit_code = load_policy(&host, options);
+  if (exit_code == MNEMO_EXIT_OK)
+    exit_code = load_script(host.L, options);
   if (exit_code == MNEMO_EXIT_OK) {
     /* The script runs as the main task, so it may sleep and wait. */
     co = lua_newthread(host.L);

@@ -16,6 +16,7 @@ typedef struct mnemo_host_options {
   char **argv;         /* the full command line, for `arg` */
   int argc;
   int script_index; /* index in argv that becomes arg[0] */
+  const char *policy; /* --policy FILE: loaded (and watched) first */
 } mnemo_host_options_t;
 
 /* Runs the script as the main task, then the loop until no work is left.

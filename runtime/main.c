@@ -5,9 +5,46 @@
 #include "host.h"
 #include "version.h"
 
+/* Built-in tools, run as Lua with their argument as arg[1]. */
+static const char check_policy_code[] =
+    "local policy = require 'mnemo.policy'\n"
+    "local path = ...\n"
+    "local t, err = policy.check(path)\n"
+    "if not t then io.stderr:write(err, '\\n') os.exit(1) end\n"
+    "print(path .. ': ok')\n";
+
+static const char explain_code[] =
+    "local mnemo = require 'mnemo'\n"
+    "local e = mnemo.explain((...))\n"
+    "local st = mnemo.policy.status()\n"
+    "print(('operation  %s%s'):format(e.operation, e.known and '' or\n"
+    "  '  (not in the policy: defaults apply)'))\n"
+    "print(('policy     %s'):format(st.path and (st.path .. ' generation ' ..\n"
+    "  st.generation) or '(none: built-in defaults)'))\n"
+    "print(('timeout    %gs per attempt'):format(e.timeout))\n"
+    "if e.deadline then print(('deadline   %gs for all attempts'):format(e.deadline)) end\n"
+    "local p = st.path and mnemo.policy.current() or {}\n"
+    "local r = e.retry and (p.retry or {})[e.retry]\n"
+    "if r then print(('retry      %s: %d attempts, base %gs, max %gs, jitter %s, on %s'):format(\n"
+    "  e.retry, r.attempts or 3, r.base or 0.5, r.max or 5, r.jitter or 'full',\n"
+    "  table.concat(r.on or {'connection','timeout'}, ','))) else print('retry      none') end\n"
+    "if e.breaker then local m = mnemo.breaker.get(e.breaker):metrics()\n"
+    "  print(('breaker    %s: %d consecutive failures, recovery %gs, half-open probes %d%s'):format(\n"
+    "  e.breaker, m.config.failure_threshold, m.config.recovery_timeout,\n"
+    "  m.config.half_open_max_calls, m.critical and ', critical' or ''))\n"
+    "else print('breaker    none') end\n"
+    "print(('bulkhead   %s'):format(e.bulkhead or 'none'))\n"
+    "print(('idempotent %s'):format(tostring(e.idempotent)))\n";
+
 static const char usage[] =
     "usage: %s [options] [script.lua [args...]]\n"
     "  -e CODE      run CODE instead of a script file\n"
+    "  --policy FILE         load this policy file first (reloaded when it\n"
+    "                        changes or on SIGHUP)\n"
+    "  --check-policy FILE   validate a policy file: exit 0, or 1 with every\n"
+    "                        problem listed\n"
+    "  --explain OPERATION   print the timeout, retry, breaker and bulkhead\n"
+    "                        an operation gets (with --policy, from it)\n"
     "  --version    print the version and exit\n"
     "  -h, --help   print this help and exit\n"
     "The script runs as a task on the event loop (it may call mnemo.sleep);\n"
@@ -39,6 +76,24 @@ int main(int argc, char **argv) {
         return MNEMO_EXIT_USAGE;
       }
       options.code = argv[++i];
+    } else if (strcmp(a, "--policy") == 0 ||
+               strcmp(a, "--check-policy") == 0 ||
+               strcmp(a, "--explain") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "%s: %s needs an argument\n", options.program, a);
+        return MNEMO_EXIT_USAGE;
+      }
+      if (strcmp(a, "--policy") == 0) {
+        options.policy = argv[++i];
+      } else {
+        /* The tool's code runs like -e, its argument as arg[1]. */
+        options.code =
+            strcmp(a, "--explain") == 0 ? explain_code : check_policy_code;
+        options.script_index = i;
+        i++;
+        options.argc = i + 1;
+        return mnemo_host_run(&options);
+      }
     } else if (strcmp(a, "--") == 0) {
       i++;
       break;

@@ -87,6 +87,13 @@ function _M.configure(c)
       breakers.new(name, b)
     end
   end
+  -- A breaker the previous configuration had and this one drops goes;
+  -- every other keeps its live state.
+  for name in pairs(active.source and active.source.breakers or EMPTY) do
+    if not (c.breakers or EMPTY)[name] then
+      breakers.remove(name)
+    end
+  end
   for name, b in pairs(c.bulkheads or EMPTY) do
     bulkheads.new(name, b)
   end

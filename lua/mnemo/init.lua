@@ -33,6 +33,7 @@ local _M = {
   stats = guard.stats,
   breaker = require "mnemo.breaker",
   bulkhead = require "mnemo.bulkhead",
+  policy = require "mnemo.policy",
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,

@@ -1,0 +1,43 @@
+-- mnemo's default policy: the seeds' values. Plain data evaluated in a
+-- sandbox (no io, os, require); see docs/POLICIES.md for every key.
+return {
+  timeouts = {
+    tree_sitter_parse = 5.0,
+    embedding_generation = 10.0,
+    lsp_query = 3.0,
+    graph_traversal = 2.0,
+    vector_search = 5.0,
+    cache_operation = 1.0,
+    database_query = 10.0,
+    index_file = 30.0,
+    default = 30.0,
+  },
+  retry = {
+    cache = { attempts = 3, base = 0.5, max = 5, jitter = "full", on = { "connection", "timeout" } },
+    database = { attempts = 3, base = 1.0, max = 10, jitter = "full",
+                 on = { "connection", "deadlock", "too_many_connections" } },
+    embedding = { attempts = 2, base = 2.0, max = 10, jitter = "full",
+                  on = { "connection", "timeout", "http_5xx", "rate_limited" } },
+  },
+  breakers = {
+    redis = { failure_threshold = 5, recovery_timeout = 30, half_open_max_calls = 1 },
+    embedding = { failure_threshold = 3, recovery_timeout = 60, critical = true },
+    database = { failure_threshold = 3, recovery_timeout = 10, critical = true },
+  },
+  bulkheads = {
+    embedding = { max_concurrent = 4, max_queue = 64, max_wait = 2.0 },
+  },
+  degrade = { redis = "l1_only", embedding = "queue", lsp = "skip" },
+  operations = {
+    redis_get = { timeout = "cache_operation", retry = "cache", breaker = "redis", idempotent = true },
+    redis_set = { timeout = "cache_operation", retry = "cache", breaker = "redis", idempotent = true },
+    embed_batch = { timeout = "embedding_generation", retry = "embedding", breaker = "embedding",
+                    bulkhead = "embedding", idempotent = true },
+    parse_file = { timeout = "tree_sitter_parse" },
+    db_query = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
+    db_write = { timeout = "database_query", breaker = "database" },
+    graph_neighbors = { timeout = "graph_traversal", retry = "database", breaker = "database", idempotent = true },
+    vector_search = { timeout = "vector_search", retry = "database", breaker = "database", idempotent = true },
+    index_file = { timeout = "index_file" },
+  },
+}

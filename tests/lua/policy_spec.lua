@@ -1,0 +1,225 @@
+-- Policy files: sandboxed evaluation, validation, atomic reload, watching.
+local mnemo = require "mnemo"
+local h = require "helpers"
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir) == 0)
+
+local function write(name, text)
+  return h.write_file(dir .. "/" .. name, text)
+end
+
+local n = 0
+local function fresh(prefix)
+  n = n + 1
+  return prefix .. n
+end
+
+describe("policy files", function()
+  local lines, restore
+  before_each(function()
+    mnemo.policy._reset()
+    lines, restore = h.capture_log()
+  end)
+  after_each(function()
+    restore()
+    mnemo.policy._reset()
+  end)
+
+  it("loads the shipped default policy with the seeds' values", function()
+    assert.equal(1, mnemo.policy.load("policies/default.lua"))
+    assert.equal(5, mnemo.explain("parse_file").timeout)
+    assert.equal(10, mnemo.explain("embed_batch").timeout)
+    assert.equal("embedding", mnemo.explain("embed_batch").breaker)
+    assert.is_true(mnemo.breaker.get("database"):metrics().critical)
+    local st = mnemo.policy.status()
+    assert.equal("policies/default.lua", st.path)
+    assert.is_string(st.hash)
+    assert.is_number(st.loaded_at)
+  end)
+
+  it("lists every problem of a bad file as path: key: message, and keeps the old policy", function()
+    local good = write("good.lua", "return { timeouts = { default = 7 } }")
+    assert.equal(1, mnemo.policy.load(good))
+    local bad = write("bad.lua", [[
+      return {
+        retry = { cache = { attempts = 0, jitter = "wobbly" } },
+        breakers = { redis = { recovery_timeout = -1 } },
+        operations = { get = { breaker = "missing" } },
+        sections = {},
+      }]])
+    local gen, err = mnemo.policy.load(bad)
+    assert.is_nil(gen)
+    for _, want in ipairs({
+      bad .. ": retry.cache.attempts: expected integer >= 1, got 0",
+      bad .. ': retry.cache.jitter: expected none, full, equal or decorrelated, got "wobbly"',
+      bad .. ": breakers.redis.recovery_timeout: expected a number of seconds > 0, got %-1",
+      bad .. ': operations.get.breaker: expected a name in breakers, got "missing"',
+      bad .. ': config: unknown key "sections"',
+    }) do
+      assert.matches(want:gsub("%-", "%%-"):gsub("%%%%%-", "%%-"), err)
+    end
+    local st = mnemo.policy.status()
+    assert.equal(1, st.generation, "the old generation stays in force")
+    assert.equal(1, st.errors)
+    assert.equal(err, st.last_error)
+    assert.equal(7, mnemo.explain("anything").timeout)
+    assert.equal(1, #h.events(lines, "policy_rejected"))
+  end)
+
+  it("rejects syntax errors and non-table results with the file's name", function()
+    local gen, err = mnemo.policy.load(write("syntax.lua", "return { timeouts = "))
+    assert.is_nil(gen)
+    assert.matches("syntax.lua:1:", err)
+    gen, err = mnemo.policy.load(write("number.lua", "return 42"))
+    assert.is_nil(gen)
+    assert.matches("expected the file to return a table, got number", err)
+    gen, err = mnemo.policy.load(dir .. "/missing.lua")
+    assert.is_nil(gen)
+    assert.matches("cannot read", err)
+  end)
+
+  it("evaluates in a sandbox: escapes fail, globals do not leak", function()
+    for _, code in ipairs({
+      "os.execute('touch " .. dir .. "/pwned')",
+      "io.open('/etc/passwd')",
+      "require('os')",
+      "load('return 1')",
+      "loadstring('return 1')",
+      "debug.getinfo(1)",
+      "string.dump(function() end)",
+      "('').dump(function() end)",
+      "getmetatable('').__index.dump(function() end)",
+      "setfenv(1, {})",
+      "dofile('/etc/passwd')",
+    }) do
+      local gen, err = mnemo.policy.load(write("escape.lua", code .. "\nreturn {}"))
+      assert.is_nil(gen, code)
+      assert.matches("evaluation failed", err, code)
+    end
+    assert.is_nil(io.open(dir .. "/pwned"))
+    assert.equal(1, mnemo.policy.load(write("global.lua", "leak = 1 return {}")))
+    assert.is_nil(rawget(_G, "leak"))
+  end)
+
+  it("stops an endless loop with a clear error", function()
+    local gen, err = mnemo.policy.load(write("loop.lua", "while true do end return {}"))
+    assert.is_nil(gen)
+    assert.matches("instruction budget of %d+ exceeded", err)
+  end)
+
+  it("includes a file from the same directory; the including file wins", function()
+    write("base.lua", "return { timeouts = { default = 3, parse = 1 } }")
+    local top = write("top.lua", "return { include = 'base.lua', timeouts = { parse = 2 } }")
+    assert.equal(1, mnemo.policy.load(top))
+    assert.equal(2, mnemo.explain("parse").timeout)
+    assert.equal(3, mnemo.explain("other").timeout)
+    local gen, err = mnemo.policy.load(write("up.lua", "return { include = '../etc/x.lua' }"))
+    assert.is_nil(gen)
+    assert.matches("include: expected a file name in the same directory", err)
+  end)
+
+  it("keeps a breaker's live state across reloads, also when its threshold changes", function()
+    local br = fresh("db")
+    local op = fresh("q")
+    local path = write("live.lua", ([[return { breakers = { %s = { failure_threshold = 5 } },
+      operations = { %s = { breaker = "%s" } } }]]):format(br, op, br))
+    assert.equal(1, mnemo.policy.load(path))
+    for _ = 1, 3 do
+      pcall(mnemo.guard, op, function()
+        error(mnemo.error("connection"))
+      end)
+    end
+    write("live.lua", ([[return { breakers = { %s = { failure_threshold = 4 } },
+      operations = { %s = { breaker = "%s" } } }]]):format(br, op, br))
+    assert.equal(2, mnemo.policy.reload())
+    local m = mnemo.breaker.get(br):metrics()
+    assert.equal(3, m.consecutive_failures)
+    assert.equal(4, m.config.failure_threshold)
+    pcall(mnemo.guard, op, function()
+      error(mnemo.error("connection"))
+    end)
+    assert.equal("open", mnemo.breaker.get(br):state())
+    -- A breaker the new policy drops is dropped.
+    write("live.lua", "return {}")
+    assert.equal(3, mnemo.policy.reload())
+    assert.is_nil(mnemo.breaker.get(br))
+  end)
+
+  it("lets calls in flight finish under the generation they started with", function()
+    local op = fresh("slow")
+    local path = write("gen.lua", ("return { operations = { %s = { timeout = 0.2 } } }"):format(op))
+    assert.equal(1, mnemo.policy.load(path))
+    local results = mnemo.run(function()
+      local boxes = {}
+      for i = 1, 200 do
+        boxes[i] = h.start(mnemo.guard, op, function()
+          mnemo.sleep(0.05)
+          return i
+        end)
+      end
+      -- Reload to a policy whose timeout would kill them, mid-flight.
+      write("gen.lua", ("return { operations = { %s = { timeout = 0.01 } } }"):format(op))
+      assert.equal(2, mnemo.policy.reload())
+      mnemo.sleep(0.1)
+      return boxes
+    end)
+    for i = 1, 200 do
+      assert.is_true(results[i].result[1], tostring(results[i].result[2]))
+      assert.equal(i, results[i].result[2])
+    end
+    assert.equal(0.01, mnemo.explain(op).timeout, "new calls see the new generation")
+  end)
+
+  it("reloads on a file change, debounced, settling on the last write", function()
+    local op = fresh("w")
+    local path = write("watched.lua", ("return { operations = { %s = { timeout = 1 } } }"):format(op))
+    assert.equal(1, mnemo.policy.load(path, { watch = true }))
+    mnemo.run(function()
+      -- An editor's save: truncate, a half write, then the whole file; and
+      -- a second save right after.
+      write("watched.lua", "")
+      write("watched.lua", "return { operations = { ")
+      write("watched.lua", ("return { operations = { %s = { timeout = 2 } } }"):format(op))
+      write("watched.lua", ("return { operations = { %s = { timeout = 3 } } }"):format(op))
+      local deadline = mnemo.now() + 3
+      while mnemo.explain(op).timeout ~= 3 and mnemo.now() < deadline do
+        mnemo.sleep(0.02)
+      end
+    end)
+    assert.equal(3, mnemo.explain(op).timeout)
+    local st = mnemo.policy.status()
+    assert.equal(2, st.generation, "one reload for the burst of writes")
+    assert.equal(0, st.errors, "the half-written file was never loaded")
+  end)
+end)
+
+describe("mnemo-run policy options", function()
+  it("--check-policy exits 0 for a good file and 1 listing problems for a bad one", function()
+    local r = h.mnemo_run({ "--check-policy", "policies/default.lua" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("policies/default.lua: ok\n", r.stdout)
+    local bad = write("cli_bad.lua", "return { retry = { r = { attempts = 0, base = -1 } } }")
+    r = h.mnemo_run({ "--check-policy", bad })
+    assert.equal(1, r.code)
+    assert.matches(bad:gsub("%p", "%%%0") .. ": retry.r.attempts: expected integer >= 1, got 0", r.stderr)
+    assert.matches("retry.r.base: expected a number of seconds > 0, got %-1", r.stderr)
+  end)
+
+  it("--explain prints the effective settings of an operation", function()
+    local r = h.mnemo_run({ "--policy", "policies/default.lua", "--explain", "redis_get" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("timeout%s+1s per attempt", r.stdout)
+    assert.matches("retry%s+cache: 3 attempts", r.stdout)
+    assert.matches("breaker%s+redis: 5 consecutive failures, recovery 30s", r.stdout)
+  end)
+
+  it("--policy with a broken file stops with the problems listed", function()
+    local bad = write("start_bad.lua", "return { timeouts = { default = 0 } }")
+    local r = h.mnemo_run({ "--policy", bad, "-e", "print('not reached')" })
+    assert.equal(1, r.code)
+    assert.equal("", r.stdout)
+    assert.matches("timeouts.default: expected a number of seconds > 0, got 0", r.stderr)
+  end)
+end)
