@@ -129,6 +129,9 @@ core.set_breaker_listener(function(name, from, to)
       log.emit("error", "breaker_listener_failed", { breaker = name, error = tostring(err) })
     end
   end
+  if b.on_transition_hook then
+    require("mnemo.hooks").call("on_transition", name, b.on_transition_hook, nil, name, from, to)
+  end
   if to == "open" then
     start_probe(b)
   end
@@ -161,6 +164,7 @@ function _M.new(name, cfg)
   end
   local b = setmetatable({ name = name, ud = ud, config = plain, listeners = {},
     health_probe = cfg.health_probe, probe_interval = cfg.probe_interval,
+    on_transition_hook = cfg.on_transition,
     probe_timeout = cfg.probe_timeout }, Breaker)
   registry[name] = b
   return b
@@ -179,6 +183,7 @@ function _M.reconfigure(name, cfg)
   end
   b.config = plain
   b.health_probe, b.probe_interval, b.probe_timeout = cfg.health_probe, cfg.probe_interval, cfg.probe_timeout
+  b.on_transition_hook = cfg.on_transition
   return b
 end
 

@@ -77,9 +77,10 @@ end
 local RETRY_KEYS = set { "attempts", "base", "max", "multiplier", "jitter", "on", "never", "budget", "seed" }
 local BREAKER_KEYS = set { "failure_threshold", "failure_rate", "window", "window_size", "minimum_calls",
   "slow_call", "recovery_timeout", "half_open_max_calls", "critical", "health_probe", "probe_interval",
-  "probe_timeout" }
+  "probe_timeout", "on_transition" }
 local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
-local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback" }
+local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
+  "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts", "include" }
 local JITTERS = set { "none", "full", "equal", "decorrelated" }
 
@@ -149,8 +150,10 @@ function Checker:breaker(b, path)
   self:number(b, path, "half_open_max_calls", { what = "integer >= 1", integer = true, min = 1 })
   self:number(b, path, "probe_interval", DURATION)
   self:number(b, path, "probe_timeout", DURATION)
-  if b.health_probe ~= nil and type(b.health_probe) ~= "function" then
-    self:problem(path .. ".health_probe", "a function", b.health_probe)
+  for _, hook in ipairs({ "health_probe", "on_transition" }) do
+    if b[hook] ~= nil and type(b[hook]) ~= "function" then
+      self:problem(path .. "." .. hook, "a function", b[hook])
+    end
   end
 end
 
@@ -223,8 +226,10 @@ function _M.validate(c)
               "%s.retry: refusing to retry an operation not marked idempotent (add idempotent = true)", path)
           end
         end
-        if op.fallback ~= nil and type(op.fallback) ~= "function" then
-          ck:problem(path .. ".fallback", "a function", op.fallback)
+        for _, hook in ipairs({ "fallback", "should_retry", "next_delay" }) do
+          if op[hook] ~= nil and type(op[hook]) ~= "function" then
+            ck:problem(path .. "." .. hook, "a function", op[hook])
+          end
         end
       end
     end

@@ -9,6 +9,7 @@ local config = require "mnemo.config"
 local breakers = require "mnemo.breaker"
 local bulkheads = require "mnemo.bulkhead"
 local timeout = require "mnemo.timeout"
+local hooks = require "mnemo.hooks"
 
 local type, pcall, error, select, tostring, pairs = type, pcall, error, select, tostring, pairs
 local remaining = core.remaining
@@ -57,6 +58,8 @@ local function compile_op(name, spec, timeouts, retries)
     bulkhead = spec.bulkhead and bulkheads.get(spec.bulkhead) or nil,
     idempotent = spec.idempotent == true,
     fallback = spec.fallback,
+    should_retry = spec.should_retry,
+    next_delay = spec.next_delay,
     stats = stats_for(name),
   }
   return op
@@ -188,7 +191,15 @@ local function next_delay(ctx, err)
     return nil
   end
   local class = classify(err)
-  if not policy:should(class, ctx.attempt) then
+  local retry = policy:should(class, ctx.attempt)
+  if op.should_retry and ctx.attempt < policy:attempts() then
+    -- The policy's hook decides; the built-in decision stands if it fails.
+    local ok, decided = hooks.call("should_retry", op.name, op.should_retry, hooks.is_boolean, err, ctx.attempt)
+    if ok then
+      retry = decided
+    end
+  end
+  if not retry then
     return nil
   end
   local left, expired = remaining()
@@ -196,6 +207,12 @@ local function next_delay(ctx, err)
     return nil
   end
   local delay = policy:delay(ctx.attempt, ctx.prev_delay)
+  if op.next_delay then
+    local ok, d = hooks.call("next_delay", op.name, op.next_delay, hooks.is_delay, ctx.attempt, err, delay)
+    if ok then
+      delay = d
+    end
+  end
   ctx.prev_delay = delay
   local retry_after = type(err) == "table" and tonumber(err.retry_after)
   if retry_after and retry_after > delay then
@@ -220,13 +237,23 @@ local function fail(op, s, attempts, opts, err)
     log.emit("error", "retries_exhausted", { operation = op.name, attempts = attempts,
       error = tostring(err), class = classify(err) })
   end
-  local fallback = opts and opts.fallback or op.fallback
+  local fallback = opts and opts.fallback
   if fallback then
     s.fallbacks = s.fallbacks + 1
     if log.enabled("info") then
       log.emit("info", "fallback", { operation = op.name, error = tostring(err) })
     end
     return fallback(err, { operation = op.name, attempts = attempts })
+  end
+  if op.fallback then
+    -- A policy's fallback is a sandboxed hook: if it fails, the original
+    -- error stands.
+    local ok, value = hooks.call("fallback", op.name, op.fallback, nil, err,
+      { operation = op.name, attempts = attempts })
+    if ok then
+      s.fallbacks = s.fallbacks + 1
+      return value
+    end
   end
   error(err, 0)
 end

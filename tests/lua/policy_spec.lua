@@ -147,13 +147,13 @@ describe("policy files", function()
     assert.is_nil(mnemo.breaker.get(br))
   end)
 
-  it("lets calls in flight finish under the generation they started with", function()
+  it("lets 1,000 calls in flight finish under the generation they started with", function()
     local op = fresh("slow")
     local path = write("gen.lua", ("return { operations = { %s = { timeout = 0.2 } } }"):format(op))
     assert.equal(1, mnemo.policy.load(path))
     local results = mnemo.run(function()
       local boxes = {}
-      for i = 1, 200 do
+      for i = 1, 1000 do
         boxes[i] = h.start(mnemo.guard, op, function()
           mnemo.sleep(0.05)
           return i
@@ -165,7 +165,7 @@ describe("policy files", function()
       mnemo.sleep(0.1)
       return boxes
     end)
-    for i = 1, 200 do
+    for i = 1, 1000 do
       assert.is_true(results[i].result[1], tostring(results[i].result[2]))
       assert.equal(i, results[i].result[2])
     end
@@ -221,5 +221,105 @@ describe("mnemo-run policy options", function()
     assert.equal(1, r.code)
     assert.equal("", r.stdout)
     assert.matches("timeouts.default: expected a number of seconds > 0, got 0", r.stderr)
+  end)
+end)
+
+describe("decision hooks", function()
+  local lines, restore
+  before_each(function()
+    mnemo.policy._reset()
+    mnemo.clock.virtual(true)
+    lines, restore = h.capture_log()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+    mnemo.policy._reset()
+  end)
+
+  -- Loads a policy with one retried operation `op` whose extra fields are
+  -- given as Lua source, runs a call failing `failures` times with `kind`,
+  -- and returns the attempt times and the outcome.
+  local function run_with(extra, failures, kind)
+    mnemo.policy._reset()
+    local op = fresh("hooked")
+    local path = write("hooks.lua", ([[return {
+      retry = { r = { attempts = 4, base = 1, max = 1, jitter = "none", on = { "connection" } } },
+      operations = { %s = { retry = "r", idempotent = true, %s } } }]]):format(op, extra))
+    assert.equal(1, mnemo.policy.load(path))
+    local times = {}
+    local box = mnemo.run(function()
+      local box = h.start(mnemo.guard, op, function()
+        times[#times + 1] = mnemo.now()
+        if #times <= failures then
+          error(mnemo.error(kind or "connection", "down", { status = 413 }))
+        end
+        return "ok"
+      end)
+      for _ = 1, 20 do
+        mnemo.clock.advance(1)
+      end
+      return box
+    end)
+    return times, box.result
+  end
+
+  it("should_retry can veto a retry the built-in rule would make", function()
+    local times, result = run_with("should_retry = function(err, attempt) return err.status ~= 413 end", 1)
+    assert.equal(1, #times)
+    assert.is_false(result[1])
+  end)
+
+  it("should_retry can allow what the built-in rule refuses", function()
+    local times, result = run_with("should_retry = function(err) return err.kind == 'busy' end", 2, "busy")
+    assert.equal(3, #times)
+    assert.equal("ok", result[2])
+  end)
+
+  it("falls back to the built-in decision when a hook errors, loops or returns nonsense", function()
+    for _, hook in ipairs({
+      "should_retry = function() error('hook bug') end",
+      "should_retry = function() while true do end end",
+      "should_retry = function() return 'yes please' end",
+      "next_delay = function() return -5 end",
+      "next_delay = function() local t = {} t.x.y = 1 end",
+    }) do
+      local before = #h.events(lines, "hook_failed")
+      local times, result = run_with(hook, 2)
+      assert.equal(3, #times, hook)
+      assert.equal("ok", result[2], hook)
+      assert.is_true(#h.events(lines, "hook_failed") > before, hook)
+    end
+    assert.is_true((require("mnemo.hooks").failures.should_retry or 0) >= 3)
+  end)
+
+  it("next_delay sets the backoff, still bounded by the deadline", function()
+    local times = run_with("next_delay = function(attempt, err, proposed) return proposed * 3 end", 1)
+    assert.equal(2, #times)
+    assert.near(3, times[2] - times[1], 1e-6)
+  end)
+
+  it("a fallback hook answers when the call fails; a broken one leaves the error", function()
+    local _, result = run_with("fallback = function(err, ctx) return 'cached:' .. ctx.operation end", 9)
+    assert.is_true(result[1])
+    assert.matches("^cached:hooked", result[2])
+    _, result = run_with("fallback = function() error('oops') end", 9)
+    assert.is_false(result[1])
+    assert.equal("connection", result[2].kind)
+  end)
+
+  it("on_transition hooks see breaker changes", function()
+    local br = fresh("hb")
+    local path = write("tr.lua", ([[return {
+      breakers = { %s = { failure_threshold = 1,
+        on_transition = function(name, from, to) if to == "open" then error("hook sees " .. name) end end } } }]]):format(br))
+    assert.equal(1, mnemo.policy.load(path))
+    local b = mnemo.breaker.get(br)
+    pcall(b.call, b, function()
+      error(mnemo.error("connection"))
+    end)
+    assert.equal("open", b:state(), "a failing hook does not stop the transition")
+    local failed = h.events(lines, "hook_failed")
+    assert.matches("hook sees " .. br, failed[#failed].error)
   end)
 end)
