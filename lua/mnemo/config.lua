@@ -198,6 +198,49 @@ function _M.validate(c)
       ck:bulkhead(b, "bulkheads." .. name)
     end
   end
+  local degrade = c.degrade or {}
+  if ck:table(degrade, "degrade") then
+    for name, d in pairs(degrade) do
+      local path = "degrade." .. name
+      if type(d) ~= "string" and ck:table(d, path) then
+        ck:keys(d, path, set { "breaker", "recover_after", "rungs" })
+        if d.breaker ~= nil and (type(d.breaker) ~= "string" or breakers[d.breaker] == nil) then
+          ck:problem(path .. ".breaker", "a name in breakers", d.breaker)
+        end
+        ck:number(d, path, "recover_after", { what = "a number of seconds >= 0", min = 0 })
+        if ck:table(d.rungs, path .. ".rungs") then
+          if #d.rungs == 0 then
+            ck:problem(path .. ".rungs", "at least one rung", "an empty list")
+          end
+          for i, r in ipairs(d.rungs) do
+            local rp = ("%s.rungs[%d]"):format(path, i)
+            if ck:table(r, rp) then
+              ck:keys(r, rp, set { "mode", "state", "errors", "window" })
+              if type(r.mode) ~= "string" then
+                ck:problem(rp .. ".mode", "a mode name (string)", r.mode)
+              end
+              if r.state ~= nil and r.state ~= "open" and r.state ~= "half_open" then
+                ck:problem(rp .. ".state", '"open" or "half_open"', r.state)
+              end
+              ck:number(r, rp, "errors", { what = "integer >= 1", integer = true, min = 1 })
+              ck:number(r, rp, "window", DURATION)
+              if r.state == nil and r.errors == nil then
+                ck:problem(rp, "a condition (state or errors)", "none")
+              end
+            end
+          end
+        end
+      end
+    end
+  end
+  local alerts = c.alerts or {}
+  if ck:table(alerts, "alerts") then
+    for name, v in pairs(alerts) do
+      if type(v) ~= "number" and type(v) ~= "table" then
+        ck:problem("alerts." .. tostring(name), "a number or a table", v)
+      end
+    end
+  end
   local ops = c.operations or {}
   if ck:table(ops, "operations") then
     for name, op in pairs(ops) do

@@ -10,6 +10,7 @@ local breakers = require "mnemo.breaker"
 local bulkheads = require "mnemo.bulkhead"
 local timeout = require "mnemo.timeout"
 local hooks = require "mnemo.hooks"
+local degrade = require "mnemo.degrade"
 
 local type, pcall, error, select, tostring, pairs = type, pcall, error, select, tostring, pairs
 local remaining = core.remaining
@@ -109,6 +110,7 @@ function _M.configure(c)
   for name, spec in pairs(c.operations or EMPTY) do
     ops[name] = compile_op(name, spec, timeouts, retries)
   end
+  degrade.configure(c.degrade)
   active = { ops = ops, timeouts = timeouts, source = c }
 end
 
@@ -150,7 +152,13 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     if ok then
       return true, ...
     end
+    if ud and not IGNORED[classify(err)] then
+      degrade.record_error(op.breaker.name)
+    end
     return false, err
+  end
+  if ud then
+    degrade.record_error(op.breaker.name)
   end
   s.timeouts = s.timeouts + 1
   log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,

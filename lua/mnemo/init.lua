@@ -34,6 +34,7 @@ local _M = {
   breaker = require "mnemo.breaker",
   bulkhead = require "mnemo.bulkhead",
   policy = require "mnemo.policy",
+  degrade = require "mnemo.degrade",
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,

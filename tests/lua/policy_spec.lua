@@ -323,3 +323,84 @@ describe("decision hooks", function()
     assert.matches("hook sees " .. br, failed[#failed].error)
   end)
 end)
+
+describe("degradation ladders", function()
+  local restore
+  before_each(function()
+    mnemo.policy._reset()
+    mnemo.clock.virtual(true)
+    local _
+    _, restore = h.capture_log()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  it("steps down by breaker state and error counts, and back up only after recover_after", function()
+    local br, op = fresh("emb"), fresh("embed")
+    local path = write("degrade.lua", ([[return {
+      breakers = { %s = { failure_threshold = 6, recovery_timeout = 10 } },
+      degrade = { embedding = { breaker = "%s", recover_after = 30, rungs = {
+        { mode = "smaller_batches", errors = 3, window = 60 },
+        { mode = "queue", state = "open" } } } },
+      operations = { %s = { breaker = "%s" } } }]]):format(br, br, op, br))
+    assert.equal(1, mnemo.policy.load(path))
+    local fail = function()
+      pcall(mnemo.guard, op, function()
+        error(mnemo.error("http_5xx"))
+      end)
+    end
+    local ok_call = function()
+      mnemo.guard(op, function() end)
+    end
+    assert.equal("normal", mnemo.degrade.mode("embedding"))
+    for _ = 1, 3 do
+      fail()
+    end
+    assert.equal("smaller_batches", mnemo.degrade.mode("embedding"))
+    for _ = 1, 3 do
+      fail()
+    end
+    assert.equal("open", mnemo.breaker.get(br):state())
+    assert.equal("queue", mnemo.degrade.mode("embedding"))
+    -- The breaker recovers after 10 s, but the mode holds for 30 s more
+    -- of clear conditions (and the errors must leave their 60 s window).
+    mnemo.clock.advance(10)
+    ok_call()
+    assert.equal("closed", mnemo.breaker.get(br):state())
+    assert.equal("queue", mnemo.degrade.mode("embedding"))
+    mnemo.clock.advance(29)
+    assert.equal("queue", mnemo.degrade.mode("embedding"))
+    mnemo.clock.advance(1)
+    -- Still 6 errors in the last 60 s: only one rung up.
+    assert.equal("smaller_batches", mnemo.degrade.mode("embedding"))
+    mnemo.clock.advance(21) -- the errors leave the window at 60 s
+    assert.equal("smaller_batches", mnemo.degrade.mode("embedding"))
+    mnemo.clock.advance(30)
+    assert.equal("normal", mnemo.degrade.mode("embedding"))
+  end)
+
+  it("a plain string rule is one rung while the breaker is open", function()
+    local path = write("simple.lua", [[return {
+      breakers = { redis = { failure_threshold = 1 } },
+      degrade = { redis = "l1_only" } }]])
+    assert.equal(1, mnemo.policy.load(path))
+    assert.equal("normal", mnemo.degrade.mode("redis"))
+    local b = mnemo.breaker.get("redis")
+    pcall(b.call, b, function()
+      error(mnemo.error("connection"))
+    end)
+    assert.equal("l1_only", mnemo.degrade.mode("redis"))
+  end)
+
+  it("validates rungs", function()
+    local gen, err = mnemo.policy.load(write("bad_degrade.lua", [[return {
+      degrade = { x = { breaker = "nope", rungs = { { mode = 3 }, { mode = "q", state = "ajar" } } } } }]]))
+    assert.is_nil(gen)
+    assert.matches('degrade.x.breaker: expected a name in breakers, got "nope"', err)
+    assert.matches("degrade.x.rungs%[1%].mode: expected a mode name", err)
+    assert.matches("degrade.x.rungs%[1%]: expected a condition", err)
+    assert.matches('degrade.x.rungs%[2%].state: expected "open" or "half_open", got "ajar"', err)
+  end)
+end)
