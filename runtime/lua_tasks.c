@@ -106,6 +106,18 @@ static int l_clock_advance(lua_State *L) {
   return 1;
 }
 
+/* clock.next() -> seconds until the earliest pending timer, or nil */
+static int l_clock_next(lua_State *L) {
+  mnemo_rt_t *rt = mnemo_rt_get(L);
+  mnemo_heap_node_t *head = mnemo_heap_min(&rt->timers.heap);
+  uint64_t now = mnemo_clock_cached(&rt->clock), due;
+  if (head == NULL)
+    return 0;
+  due = ((mnemo_timer_t *)head)->due_ns;
+  lua_pushnumber(L, due > now ? (double)(due - now) / 1e9 : 0.0);
+  return 1;
+}
+
 static int l_clock_pending(lua_State *L) {
   lua_pushnumber(L, (double)mnemo_timers_count(&mnemo_rt_get(L)->timers));
   return 1;
@@ -119,6 +131,7 @@ void mnemo_open_tasks(lua_State *L) {
                                              {"is_virtual", l_clock_is_virtual},
                                              {"advance", l_clock_advance},
                                              {"pending", l_clock_pending},
+      {"next", l_clock_next},
                                              {NULL, NULL}};
 
   luaL_register(L, NULL, functions);

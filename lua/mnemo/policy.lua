@@ -198,7 +198,7 @@ function _M.watch(opts)
     return
   end
   opts = opts or {}
-  local debounce_ms = math.floor((opts.debounce or 0.05) * 1000)
+  local debounce_ms = math.floor((opts.debounce or 0.02) * 1000)
   local poll_ms = math.floor((opts.poll or 1) * 1000)
   local name = state.path:match("([^/]+)$")
   local w = {}

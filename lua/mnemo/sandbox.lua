@@ -24,6 +24,20 @@ end
 -- methods ("x"):rep(...) resolve to while sandboxed code runs.
 local safe_string = copy(string, { dump = true })
 
+-- Libraries are shared read-only views, so making an environment is cheap
+-- and one policy cannot poison math or table for the next.
+local function read_only(t, name)
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function()
+      error(name .. " is read-only in a policy", 2)
+    end,
+    __metatable = false,
+  })
+end
+local ro_math, ro_string, ro_table = read_only(math, "math"), read_only(safe_string, "string"),
+  read_only(table, "table")
+
 local function environment()
   return {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
@@ -37,7 +51,7 @@ local function environment()
       end
       return getmetatable(v)
     end,
-    math = copy(math), string = safe_string, table = copy(table),
+    math = ro_math, string = ro_string, table = ro_table,
   }
 end
 _M.environment = environment

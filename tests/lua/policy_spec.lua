@@ -404,3 +404,17 @@ describe("degradation ladders", function()
     assert.matches('degrade.x.rungs%[2%].state: expected "open" or "half_open", got "ajar"', err)
   end)
 end)
+
+describe("shipped policies", function()
+  it("all pass --check-policy", function()
+    local files = { "policies/default.lua" }
+    for name in io.popen("ls policies/examples/*.lua"):lines() do
+      files[#files + 1] = name
+    end
+    assert.is_true(#files >= 4)
+    for _, f in ipairs(files) do
+      local t, err = mnemo.policy.check(f)
+      assert.is_table(t, err)
+    end
+  end)
+end)
