@@ -189,6 +189,21 @@ static int l_try_retry(lua_State *L) {
   return 1;
 }
 
+/* policy:carry_budget(old): a reloaded policy keeps the window of the
+ * budget it replaces (its counts), under its own ratio and window. */
+static int l_carry_budget(lua_State *L) {
+  lua_retry_t *r = check_retry(L);
+  lua_retry_t *old = luaL_checkudata(L, 2, retry_mt);
+  if (r->has_budget && old->has_budget) {
+    mnemo_retry_budget_t carried = old->budget;
+    if (mnemo_retry_budget_reconfigure(&carried, r->budget.ratio,
+                                       r->budget.min_retries,
+                                       r->budget.window_ns) == 0)
+      r->budget = carried;
+  }
+  return 0;
+}
+
 static int l_budget_stats(lua_State *L) {
   lua_retry_t *r = check_retry(L);
   if (!r->has_budget)
@@ -210,6 +225,7 @@ void mnemo_open_retry(lua_State *L) {
                                      {"on_request", l_on_request},
                                      {"try_retry", l_try_retry},
                                      {"budget_stats", l_budget_stats},
+                                     {"carry_budget", l_carry_budget},
                                      {NULL, NULL}};
   luaL_newmetatable(L, retry_mt);
   lua_newtable(L);

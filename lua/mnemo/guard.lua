@@ -81,6 +81,11 @@ function _M.configure(c)
     if not policy then
       error(("invalid configuration:\n  retry.%s: %s"):format(name, err), 2)
     end
+    -- A retry budget's window survives a reload, like a breaker's.
+    local old = active.retries and active.retries[name]
+    if old then
+      policy:carry_budget(old)
+    end
     retries[name] = policy
   end
   for name, b in pairs(c.breakers or EMPTY) do
@@ -111,7 +116,7 @@ function _M.configure(c)
     ops[name] = compile_op(name, spec, timeouts, retries)
   end
   degrade.configure(c.degrade)
-  active = { ops = ops, timeouts = timeouts, source = c }
+  active = { ops = ops, timeouts = timeouts, source = c, retries = retries }
 end
 
 local function resolve(operation)

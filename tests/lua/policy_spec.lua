@@ -418,3 +418,56 @@ describe("shipped policies", function()
     end
   end)
 end)
+
+describe("live state across reloads", function()
+  it("keeps a retry budget's spent window when the policy is reloaded", function()
+    mnemo.policy._reset()
+    mnemo.clock.virtual(true)
+    local _, restore = h.capture_log()
+    local op = fresh("budgeted")
+    local src = [[return {
+      retry = { r = { attempts = 3, base = 0.1, max = 0.1, jitter = "none", on = { "connection" },
+        budget = { ratio = 0, min_retries = 2, window = 60 } } },
+      operations = { %s = { retry = "r", idempotent = true } } }]]
+    local path = write("budget.lua", src:format(op))
+    assert.equal(1, mnemo.policy.load(path))
+    local t = require("mnemo.testing")
+    local calls = 0
+    local failing = function()
+      calls = calls + 1
+      error(mnemo.error("connection"))
+    end
+    mnemo.run(function()
+      local b = h.start(mnemo.guard, op, failing)
+      mnemo.clock.advance(1)
+    end)
+    assert.equal(3, calls, "1 attempt + the 2 retries the budget allows")
+    assert.equal(2, mnemo.policy.reload())
+    mnemo.run(function()
+      local b = h.start(mnemo.guard, op, failing)
+      mnemo.clock.advance(1)
+    end)
+    assert.equal(4, calls, "the reloaded policy still knows the budget is spent")
+    restore()
+    mnemo.clock.virtual(false)
+    mnemo.policy._reset()
+  end)
+end)
+
+describe("mnemo-run --policy", function()
+  it("reloads the policy on SIGHUP while the script runs", function()
+    local path = write("hup.lua", "return { timeouts = { default = 4 } }")
+    local r = h.mnemo_run({ "--policy", path, "-e", [[
+      local mnemo = require "mnemo"
+      print("generation " .. mnemo.policy.status().generation)
+      io.stdout:flush()
+      local t0 = mnemo.now()
+      while mnemo.policy.status().generation < 2 and mnemo.now() - t0 < 5 do
+        mnemo.sleep(0.01)
+      end
+      print("generation " .. mnemo.policy.status().generation)
+    ]] }, { signal = "sighup", signal_after = 0.3 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("generation 1\ngeneration 2\n", r.stdout)
+  end)
+end)
