@@ -26,16 +26,8 @@ local state = {
   options = {},
 }
 
--- FNV-1a, 32 bit: enough to tell two versions of a file apart in status.
-local function hash(text)
-  local bit = require "bit"
-  local h = 2166136261
-  for i = 1, #text do
-    h = bit.bxor(h, text:byte(i))
-    h = bit.tobit(h * 16777619 % 4294967296)
-  end
-  return bit.tohex(h)
-end
+-- FNV-1a, 32 bit (in C): enough to tell two versions of a file apart.
+local hash = core.hash
 
 local function read_file(path)
   local f, err = io.open(path, "rb")
