@@ -15,7 +15,7 @@ typedef struct mnemo_host_options {
   const char *code;    /* -e CODE, or NULL */
   char **argv;         /* the full command line, for `arg` */
   int argc;
-  int script_index; /* index in argv that becomes arg[0] */
+  int script_index;   /* index in argv that becomes arg[0] */
   const char *policy; /* --policy FILE: loaded (and watched) first */
 } mnemo_host_options_t;
 

@@ -20,5 +20,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_breaker(L);
   mnemo_open_bulkhead(L);
   mnemo_open_errors(L);
+  mnemo_open_pg(L);
   return 1;
 }

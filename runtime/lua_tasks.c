@@ -127,12 +127,10 @@ void mnemo_open_tasks(lua_State *L) {
   static const luaL_Reg functions[] = {
       {"now", l_now},       {"spawn", l_spawn},     {"run_until", l_run_until},
       {"hosted", l_hosted}, {"in_task", l_in_task}, {NULL, NULL}};
-  static const luaL_Reg clock_functions[] = {{"virtual", l_clock_set_virtual},
-                                             {"is_virtual", l_clock_is_virtual},
-                                             {"advance", l_clock_advance},
-                                             {"pending", l_clock_pending},
-      {"next", l_clock_next},
-                                             {NULL, NULL}};
+  static const luaL_Reg clock_functions[] = {
+      {"virtual", l_clock_set_virtual}, {"is_virtual", l_clock_is_virtual},
+      {"advance", l_clock_advance},     {"pending", l_clock_pending},
+      {"next", l_clock_next},           {NULL, NULL}};
 
   luaL_register(L, NULL, functions);
   lua_newtable(L);

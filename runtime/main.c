@@ -22,19 +22,37 @@ static const char explain_code[] =
     "print(('policy     %s'):format(st.path and (st.path .. ' generation ' ..\n"
     "  st.generation) or '(none: built-in defaults)'))\n"
     "print(('timeout    %gs per attempt'):format(e.timeout))\n"
-    "if e.deadline then print(('deadline   %gs for all attempts'):format(e.deadline)) end\n"
+    "if e.deadline then print(('deadline   %gs for all "
+    "attempts'):format(e.deadline)) end\n"
     "local p = st.path and mnemo.policy.current() or {}\n"
     "local r = e.retry and (p.retry or {})[e.retry]\n"
-    "if r then print(('retry      %s: %d attempts, base %gs, max %gs, jitter %s, on %s'):format(\n"
-    "  e.retry, r.attempts or 3, r.base or 0.5, r.max or 5, r.jitter or 'full',\n"
-    "  table.concat(r.on or {'connection','timeout'}, ','))) else print('retry      none') end\n"
+    "if r then print(('retry      %s: %d attempts, base %gs, max %gs, jitter "
+    "%s, on %s'):format(\n"
+    "  e.retry, r.attempts or 3, r.base or 0.5, r.max or 5, r.jitter or "
+    "'full',\n"
+    "  table.concat(r.on or {'connection','timeout'}, ','))) else print('retry "
+    "     none') end\n"
     "if e.breaker then local m = mnemo.breaker.get(e.breaker):metrics()\n"
-    "  print(('breaker    %s: %d consecutive failures, recovery %gs, half-open probes %d%s'):format(\n"
+    "  print(('breaker    %s: %d consecutive failures, recovery %gs, half-open "
+    "probes %d%s'):format(\n"
     "  e.breaker, m.config.failure_threshold, m.config.recovery_timeout,\n"
     "  m.config.half_open_max_calls, m.critical and ', critical' or ''))\n"
     "else print('breaker    none') end\n"
     "print(('bulkhead   %s'):format(e.bulkhead or 'none'))\n"
     "print(('idempotent %s'):format(tostring(e.idempotent)))\n";
+
+static const char migrate_code[] =
+    "local mnemo = require 'mnemo'\n"
+    "local dsn = os.getenv('MNEMO_PG_DSN')\n"
+    "local conn, err = mnemo.pg.connect(dsn)\n"
+    "if not conn then io.stderr:write(tostring(err), '\\n') os.exit(1) end\n"
+    "local ok, applied = pcall(mnemo.pg.migrate, conn, (...) or "
+    "mnemo.pg.MIGRATIONS)\n"
+    "conn:close()\n"
+    "if not ok then io.stderr:write(tostring(applied), '\\n') os.exit(1) end\n"
+    "print(('migrations: %d applied%s'):format(#applied,\n"
+    "  #applied > 0 and (' (' .. table.concat(applied, ', ') .. ')') or ', "
+    "schema up to date'))\n";
 
 static const char usage[] =
     "usage: %s [options] [script.lua [args...]]\n"
@@ -45,6 +63,8 @@ static const char usage[] =
     "                        problem listed\n"
     "  --explain OPERATION   print the timeout, retry, breaker and bulkhead\n"
     "                        an operation gets (with --policy, from it)\n"
+    "  --migrate [DIR]       apply the schema migrations (db/migrations) to\n"
+    "                        the database at $MNEMO_PG_DSN, and exit\n"
     "  --version    print the version and exit\n"
     "  -h, --help   print this help and exit\n"
     "The script runs as a task on the event loop (it may call mnemo.sleep);\n"
@@ -76,8 +96,7 @@ int main(int argc, char **argv) {
         return MNEMO_EXIT_USAGE;
       }
       options.code = argv[++i];
-    } else if (strcmp(a, "--policy") == 0 ||
-               strcmp(a, "--check-policy") == 0 ||
+    } else if (strcmp(a, "--policy") == 0 || strcmp(a, "--check-policy") == 0 ||
                strcmp(a, "--explain") == 0) {
       if (i + 1 >= argc) {
         fprintf(stderr, "%s: %s needs an argument\n", options.program, a);
@@ -94,6 +113,10 @@ int main(int argc, char **argv) {
         options.argc = i + 1;
         return mnemo_host_run(&options);
       }
+    } else if (strcmp(a, "--migrate") == 0) {
+      options.code = migrate_code;
+      options.script_index = i;
+      return mnemo_host_run(&options);
     } else if (strcmp(a, "--") == 0) {
       i++;
       break;

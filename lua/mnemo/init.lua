@@ -35,6 +35,7 @@ local _M = {
   bulkhead = require "mnemo.bulkhead",
   policy = require "mnemo.policy",
   degrade = require "mnemo.degrade",
+  pg = require "mnemo.pg",
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,

@@ -123,4 +123,51 @@ function _M.virtual_clock_off()
   mnemo.clock.virtual(false)
 end
 
+-- A PostgreSQL server for the specs: $MNEMO_PG_DSN (scripts/run-tests
+-- starts a private one), else a private server started here, in a
+-- temporary directory, and stopped when the Lua state closes.
+local pg_server
+function _M.pg_dsn()
+  local dsn = os.getenv("MNEMO_PG_DSN")
+  if dsn and dsn ~= "" then
+    return dsn
+  end
+  if not pg_server then
+    local dir = os.tmpname()
+    os.remove(dir)
+    local p = io.popen("scripts/pg-server start " .. dir .. " 2>&1")
+    local out = p:read("*a")
+    p:close()
+    local found = out:match("(postgresql://%S+)%s*$")
+    assert(found, "could not start a PostgreSQL server:\n" .. out)
+    pg_server = setmetatable({ dsn = found, dir = dir }, {
+      __gc = function(self)
+        os.execute("scripts/pg-server stop " .. self.dir .. " >/dev/null 2>&1")
+      end,
+    })
+    -- Lua 5.1 runs __gc only on userdata: tie the stop to one.
+    local anchor = newproxy(true)
+    getmetatable(anchor).__gc = function()
+      os.execute("scripts/pg-server stop " .. dir .. " >/dev/null 2>&1; rm -rf " .. dir)
+    end
+    pg_server.anchor = anchor
+  end
+  return pg_server.dsn
+end
+
+-- A fresh, empty database on that server; returns its DSN.
+local db_count = 0
+function _M.pg_fresh_database()
+  local base = _M.pg_dsn()
+  db_count = db_count + 1
+  local name = ("mnemo_test_%d_%d"):format(uv.os_getpid(), db_count)
+  mnemo.run(function()
+    local conn = assert(mnemo.pg.connect(base))
+    conn:exec("DROP DATABASE IF EXISTS " .. name)
+    conn:exec("CREATE DATABASE " .. name)
+    conn:close()
+  end)
+  return (base:gsub("/[^/]*$", "/" .. name))
+end
+
 return _M

@@ -1,0 +1,197 @@
+-- PostgreSQL from Lua tasks: connections on the shared loop (libpq in
+-- non-blocking mode, runtime/pg.c), queries that park the task and can be
+-- cancelled by its deadline, errors classified by SQLSTATE, transactions
+-- whose COMMIT is shielded, a small pool, and versioned migrations.
+local core = require "mnemo_core"
+local mnemo_timeout = require "mnemo.timeout"
+local errors = require "mnemo.errors"
+
+local type, tostring, error, pcall, setmetatable = type, tostring, error, pcall, setmetatable
+
+local _M = {}
+
+local Conn = {}
+Conn.__index = Conn
+
+-- A failed connect has no SQLSTATE; its message tells the class.
+local function connect_error_class(message)
+  local m = message:lower()
+  if m:find("invalid uri", 1, true) or m:find("missing \"=\"", 1, true)
+    or m:find("invalid port", 1, true) or m:find("invalid connection option", 1, true)
+    or m:find("unterminated quoted string", 1, true) or m:find("invalid integer value", 1, true) then
+    return "invalid_input"
+  elseif m:find("authentication failed", 1, true) or m:find("role .- does not exist") then
+    return "auth"
+  elseif m:find("database .- does not exist") then
+    return "not_found"
+  elseif m:find("too many clients", 1, true) then
+    return "too_many_connections"
+  end
+  return "connection"
+end
+
+local function pg_error(message, sqlstate, sql)
+  local kind = sqlstate and errors.class_from_sqlstate(sqlstate) or "connection"
+  return errors.new(kind, "PostgreSQL: " .. message, { sqlstate = sqlstate, sql = sql })
+end
+
+-- Waits for a callback-style call; a deadline that expires meanwhile
+-- closes the connection (the server sees the socket go) and re-raises.
+local function wait_on(conn, start)
+  local ok, a, b, c = pcall(mnemo_timeout.await, start)
+  if not ok then
+    conn.ud:close()
+    conn.broken = true
+    error(a, 0)
+  end
+  return a, b, c
+end
+
+-- pg.connect(dsn) -> conn | nil, err   (inside a task)
+function _M.connect(dsn)
+  if type(dsn) ~= "string" or dsn == "" then
+    return nil, errors.new("invalid_input", "PostgreSQL: no DSN given (set MNEMO_PG_DSN)")
+  end
+  local conn = setmetatable({ dsn = dsn }, Conn)
+  local started_err
+  local ok, err = wait_on(conn, function(wake)
+    local ud, e = core.pg_connect(dsn, wake)
+    if not ud then
+      started_err = e
+      wake(nil, e)
+      return
+    end
+    conn.ud = ud
+  end)
+  if not ok then
+    local message = err or started_err or "connection failed"
+    if conn.ud then
+      conn.ud:close()
+    end
+    return nil, errors.new(connect_error_class(message), "PostgreSQL: " .. message, { dsn_given = true })
+  end
+  return conn
+end
+
+-- conn:query(sql, params) -> rows | nil, err. rows[i] is a table keyed by
+-- column name; rows.columns, rows.affected. A NULL is an absent key.
+function Conn:query(sql, params)
+  if self.broken or not self.ud then
+    return nil, errors.new("connection", "PostgreSQL: the connection is closed")
+  end
+  local sent_err
+  local rows, message, sqlstate = wait_on(self, function(wake)
+    local ok, e = self.ud:query(sql, params, wake)
+    if not ok then
+      sent_err = e
+      wake(nil, e)
+    end
+  end)
+  if rows then
+    return rows
+  end
+  if not sqlstate then
+    self.broken = true -- no SQLSTATE: the connection itself failed
+  end
+  return nil, pg_error(message or sent_err or "query failed", sqlstate, sql)
+end
+
+-- Raises instead of returning nil, err.
+function Conn:exec(sql, params)
+  local rows, err = self:query(sql, params)
+  if not rows then
+    error(err, 2)
+  end
+  return rows
+end
+
+-- conn:transaction(fn): BEGIN; fn(conn); COMMIT (shielded from deadlines,
+-- so a commit is never cut half-way), or ROLLBACK if fn raised; returns
+-- fn's results or raises its error.
+function Conn:transaction(fn, ...)
+  self:exec("BEGIN")
+  local results = { pcall(fn, self, ...) }
+  if not results[1] then
+    if not self.broken then
+      mnemo_timeout.shield(function()
+        self:query("ROLLBACK")
+      end)
+    end
+    error(results[2], 0)
+  end
+  local ok, err = mnemo_timeout.shield(function()
+    return self:query("COMMIT")
+  end)
+  if not ok then
+    error(err, 0)
+  end
+  return unpack(results, 2, table.maxn(results))
+end
+
+function Conn:close()
+  if self.ud then
+    self.ud:close()
+    self.ud = nil
+  end
+  self.broken = true
+end
+
+function Conn:status()
+  return self.ud and self.ud:status() or "closed"
+end
+
+-- Migrations: files NNN_name.sql in `dir`, applied in order, each in its
+-- own transaction, recorded in schema_migrations; an advisory lock keeps two
+-- processes from migrating at once. Idempotent.
+function _M.migrate(conn, dir)
+  local files = {}
+  local p = io.popen('ls "' .. dir .. '" 2>/dev/null')
+  for name in p:lines() do
+    local version = name:match("^(%d+)_.+%.sql$")
+    if version then
+      files[#files + 1] = { version = tonumber(version), name = name }
+    end
+  end
+  p:close()
+  table.sort(files, function(a, b)
+    return a.version < b.version
+  end)
+  -- The lock first: even CREATE TABLE IF NOT EXISTS races between two
+  -- migrators (a duplicate key in pg_type).
+  conn:exec("SELECT pg_advisory_lock(727274)")
+  local already, applied = {}, {}
+  local ok, err = pcall(function()
+    conn:exec([[CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())]])
+    for _, row in ipairs(conn:exec("SELECT version FROM schema_migrations")) do
+      already[row.version] = true
+    end
+    for _, f in ipairs(files) do
+      if not already[f.version] then
+        local fh = assert(io.open(dir .. "/" .. f.name, "rb"))
+        local sql = fh:read("*a")
+        fh:close()
+        conn:transaction(function(c)
+          c:exec(sql)
+          c:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", { f.version, f.name })
+        end)
+        applied[#applied + 1] = f.name
+      end
+    end
+  end)
+  conn:query("SELECT pg_advisory_unlock(727274)")
+  if not ok then
+    error(err, 0)
+  end
+  return applied
+end
+
+-- db/migrations of this checkout or installation (found from this file).
+do
+  local src = debug.getinfo(1, "S").source
+  local root = src:match("^@(.*)/lua/mnemo/pg%.lua$") or "."
+  _M.MIGRATIONS = root .. "/db/migrations"
+end
+
+_M.Conn = Conn
+return _M

@@ -1,0 +1,185 @@
+-- PostgreSQL on the loop, against a real server (see helpers.pg_dsn).
+local mnemo = require "mnemo"
+local h = require "helpers"
+local pg = mnemo.pg
+
+describe("mnemo.pg", function()
+  local dsn
+  setup(function()
+    dsn = h.pg_fresh_database()
+  end)
+
+  local function with_conn(fn)
+    return mnemo.run(function()
+      local conn = assert(pg.connect(dsn))
+      local results = { pcall(fn, conn) }
+      conn:close()
+      if not results[1] then
+        error(results[2], 0)
+      end
+      return unpack(results, 2, table.maxn(results))
+    end)
+  end
+
+  it("runs queries on the loop and converts types", function()
+    local rows = with_conn(function(c)
+      return c:exec("SELECT 42 AS i, 2.5::float8 AS f, true AS b, 'x'::text AS t, NULL::int AS n, "
+        .. "12345678901::int8 AS big, '3.14'::numeric AS num")
+    end)
+    assert.equal(1, #rows)
+    local r = rows[1]
+    assert.equal(42, r.i)
+    assert.equal(2.5, r.f)
+    assert.is_true(r.b)
+    assert.equal("x", r.t)
+    assert.is_nil(r.n)
+    assert.equal(12345678901, r.big)
+    assert.equal("3.14", r.num, "numeric stays exact text")
+    assert.same({ "i", "f", "b", "t", "n", "big", "num" }, rows.columns)
+  end)
+
+  it("passes parameters as data, never as SQL", function()
+    local rows = with_conn(function(c)
+      c:exec("CREATE TEMP TABLE people (name text)")
+      c:exec("INSERT INTO people VALUES ($1), ($2)", { "Robert'); DROP TABLE people;--", "ok" })
+      return c:exec("SELECT name FROM people ORDER BY name")
+    end)
+    assert.equal(2, #rows)
+    assert.equal("Robert'); DROP TABLE people;--", rows[1].name)
+  end)
+
+  it("classifies SQL errors by SQLSTATE", function()
+    with_conn(function(c)
+      local rows, err = c:query("SELECT * FROM no_such_table")
+      assert.is_nil(rows)
+      assert.equal("invalid_input", err.kind)
+      assert.equal("42P01", err.sqlstate)
+      assert.matches('relation "no_such_table" does not exist', tostring(err))
+      c:exec("CREATE TEMP TABLE u (k int PRIMARY KEY)")
+      c:exec("INSERT INTO u VALUES (1)")
+      rows, err = c:query("INSERT INTO u VALUES (1)")
+      assert.equal("constraint", err.kind)
+      assert.equal("23505", err.sqlstate)
+      -- The connection is still usable after an SQL error.
+      assert.equal(1, c:exec("SELECT count(*) AS n FROM u")[1].n)
+    end)
+  end)
+
+  it("says clearly what is wrong with a bad DSN", function()
+    local port = dsn:match(":(%d+)/")
+    local cases = {
+      { "postgresql://mnemo@127.0.0.1:1/mnemo", "connection", "Connection refused" },
+      { "nonsense dsn", "invalid_input", 'missing "=" after "nonsense"' },
+      { ("postgresql://nobody@127.0.0.1:%s/mnemo"):format(port), "auth", 'role "nobody" does not exist' },
+      { ("postgresql://mnemo@127.0.0.1:%s/no_such_db"):format(port), "not_found", 'database "no_such_db" does not exist' },
+      { "", "invalid_input", "no DSN given" },
+    }
+    mnemo.run(function()
+      for _, case in ipairs(cases) do
+        local conn, err = pg.connect(case[1])
+        assert.is_nil(conn, case[1])
+        assert.equal(case[2], err.kind, case[1])
+        assert.matches(case[3], tostring(err), 1, true)
+      end
+    end)
+  end)
+
+  it("cancels a query at the deadline and drops its connection", function()
+    local t0 = mnemo.now()
+    local ok, err, status = mnemo.run(function()
+      local c = assert(pg.connect(dsn))
+      local lines, restore = h.capture_log()
+      local ok, err = pcall(mnemo.timeout, 0.2, function()
+        return c:query("SELECT pg_sleep(5)")
+      end)
+      restore()
+      return ok, err, c:status()
+    end)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.equal("closed", status)
+    assert.is_true(mnemo.now() - t0 < 2)
+    -- The server is fine and a new connection works.
+    assert.equal(1, with_conn(function(c)
+      return c:exec("SELECT 1 AS one")[1].one
+    end))
+  end)
+
+  it("rolls a transaction back on error and keeps a commit from being cancelled", function()
+    with_conn(function(c)
+      c:exec("CREATE TABLE tx_test (x int)")
+      local ok, err = pcall(c.transaction, c, function(tx)
+        tx:exec("INSERT INTO tx_test VALUES (1)")
+        error(mnemo.error("invalid_input", "bad file"))
+      end)
+      assert.is_false(ok)
+      assert.equal("invalid_input", err.kind)
+      assert.equal(0, c:exec("SELECT count(*) AS n FROM tx_test")[1].n)
+      c:transaction(function(tx)
+        tx:exec("INSERT INTO tx_test VALUES (2)")
+      end)
+      assert.equal(1, c:exec("SELECT count(*) AS n FROM tx_test")[1].n)
+    end)
+    -- A shielded query outlives the deadline around it; the timeout comes after.
+    local _, restore = h.capture_log()
+    local finished = false
+    local ok, err = pcall(with_conn, function(c)
+      return mnemo.timeout(0.05, function()
+        mnemo.shield(function()
+          c:exec("SELECT pg_sleep(0.2)")
+          finished = true
+        end)
+        mnemo.sleep(0)
+      end)
+    end)
+    restore()
+    assert.is_true(finished)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+  end)
+
+  it("applies migrations once, also with two migrators at once", function()
+    local fresh = h.pg_fresh_database()
+    local a, b = mnemo.run(function()
+      local r = {}
+      local done = 0
+      for i = 1, 2 do
+        mnemo.spawn(function()
+          local c = assert(pg.connect(fresh))
+          r[i] = pg.migrate(c, pg.MIGRATIONS)
+          c:close()
+          done = done + 1
+        end)
+      end
+      while done < 2 do
+        mnemo.sleep(0.01)
+      end
+      return r[1], r[2]
+    end)
+    assert.equal(1, #a + #b, "exactly one of them applied 001")
+    local tables = mnemo.run(function()
+      local c = assert(pg.connect(fresh))
+      local again = pg.migrate(c, pg.MIGRATIONS)
+      assert.equal(0, #again)
+      local rows = c:exec([[SELECT string_agg(tablename, ',' ORDER BY tablename) AS t
+        FROM pg_tables WHERE schemaname = 'public']])
+      c:close()
+      return rows[1].t
+    end)
+    assert.equal("code_chunks,error_logs,graph_edges,graph_nodes,index_jobs,pending_embeddings,schema_migrations",
+      tables)
+  end)
+
+  it("mnemo-run --migrate reports what it applied, and fails clearly without a DSN", function()
+    local fresh = h.pg_fresh_database()
+    local env = { "MNEMO_PG_DSN=" .. fresh, "PATH=" .. os.getenv("PATH") }
+    local r = h.mnemo_run({ "--migrate" }, { env = env })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("migrations: 1 applied (001_core.sql)\n", r.stdout)
+    r = h.mnemo_run({ "--migrate" }, { env = env })
+    assert.equal("migrations: 0 applied, schema up to date\n", r.stdout)
+    r = h.mnemo_run({ "--migrate" }, { env = { "PATH=" .. os.getenv("PATH") } })
+    assert.equal(1, r.code)
+    assert.matches("no DSN given %(set MNEMO_PG_DSN%)", r.stderr)
+  end)
+end)
