@@ -21,5 +21,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_bulkhead(L);
   mnemo_open_errors(L);
   mnemo_open_pg(L);
+  mnemo_open_embed(L);
   return 1;
 }

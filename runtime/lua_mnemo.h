@@ -13,6 +13,7 @@ void mnemo_open_breaker(lua_State *L);
 void mnemo_open_bulkhead(lua_State *L);
 void mnemo_open_errors(lua_State *L);
 void mnemo_open_pg(lua_State *L);
+void mnemo_open_embed(lua_State *L);
 
 struct mnemo_breaker;
 /* The breaker inside a mnemo.breaker userdata (raises if it is not one). */

@@ -1,0 +1,78 @@
+/* The hashing embedder and cosine similarity for Lua. Vectors travel as
+ * PostgreSQL array literals ("{0.1,-0.2,...}"), the form real[] columns
+ * take and give back, so nothing converts them twice. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed.h"
+#include "lua_mnemo.h"
+
+/* Pushes v as a PostgreSQL array literal. */
+static void push_literal(lua_State *L, const float *v, int dims) {
+  luaL_Buffer b;
+  char num[32];
+  int i;
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, '{');
+  for (i = 0; i < dims; i++) {
+    int n = snprintf(num, sizeof(num), i ? ",%.6g" : "%.6g", (double)v[i]);
+    luaL_addlstring(&b, num, (size_t)n);
+  }
+  luaL_addchar(&b, '}');
+  luaL_pushresult(&b);
+}
+
+/* embed_hashing(text, dims) -> "{...}" */
+static int l_embed_hashing(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  int dims = (int)luaL_optnumber(L, 2, MNEMO_EMBED_DEFAULT_DIMS);
+  float *v;
+  if (dims < MNEMO_EMBED_MIN_DIMS || dims > MNEMO_EMBED_MAX_DIMS)
+    return luaL_argerror(L, 2, "dims out of range (16..4096)");
+  v = lua_newuserdata(L, sizeof(float) * (size_t)dims); /* scratch, GC'd */
+  mnemo_embed_hashing(text, len, v, dims);
+  push_literal(L, v, dims);
+  return 1;
+}
+
+/* Parses "{a,b,...}" into at most max floats; returns the count or -1. */
+static int parse_literal(const char *s, float *out, int max) {
+  int n = 0;
+  char *end;
+  if (*s++ != '{')
+    return -1;
+  while (*s != '}' && *s != '\0') {
+    double d = strtod(s, &end);
+    if (end == s || n >= max)
+      return -1;
+    out[n++] = (float)d;
+    s = end;
+    if (*s == ',')
+      s++;
+  }
+  return *s == '}' ? n : -1;
+}
+
+/* cosine(literal_a, literal_b) -> number, or nil if they do not parse or
+ * have different lengths. */
+static int l_cosine(lua_State *L) {
+  const char *a = luaL_checkstring(L, 1), *b = luaL_checkstring(L, 2);
+  float *va = lua_newuserdata(L, sizeof(float) * MNEMO_EMBED_MAX_DIMS * 2);
+  float *vb = va + MNEMO_EMBED_MAX_DIMS;
+  int na = parse_literal(a, va, MNEMO_EMBED_MAX_DIMS);
+  int nb = parse_literal(b, vb, MNEMO_EMBED_MAX_DIMS);
+  if (na <= 0 || na != nb)
+    return 0;
+  lua_pushnumber(L, mnemo_embed_cosine(va, vb, na));
+  return 1;
+}
+
+void mnemo_open_embed(lua_State *L) {
+  lua_pushcfunction(L, l_embed_hashing);
+  lua_setfield(L, -2, "embed_hashing");
+  lua_pushcfunction(L, l_cosine);
+  lua_setfield(L, -2, "cosine");
+}
