@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "embed.h"
+#include "text.h"
 #include "lua_mnemo.h"
 
 /* Pushes v as a PostgreSQL array literal. */
@@ -70,7 +71,45 @@ static int l_cosine(lua_State *L) {
   return 1;
 }
 
+/* utf8_valid(s) -> true | false, offset_of_first_bad_byte (1-based) */
+static int l_utf8_valid(lua_State *L) {
+  size_t len, off = 0;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (mnemo_utf8_valid(s, len, &off)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushnumber(L, (double)off + 1);
+  return 2;
+}
+
+/* looks_binary(s) -> bool (a NUL in the first 8000 bytes, like git) */
+static int l_looks_binary(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, mnemo_looks_binary(s, len, 8000));
+  return 1;
+}
+
+/* hash64(s) -> 16 hex digits */
+static int l_hash64(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char out[17];
+  snprintf(out, sizeof(out), "%016llx",
+           (unsigned long long)mnemo_hash64(s, len));
+  lua_pushstring(L, out);
+  return 1;
+}
+
 void mnemo_open_embed(lua_State *L) {
+  lua_pushcfunction(L, l_utf8_valid);
+  lua_setfield(L, -2, "utf8_valid");
+  lua_pushcfunction(L, l_looks_binary);
+  lua_setfield(L, -2, "looks_binary");
+  lua_pushcfunction(L, l_hash64);
+  lua_setfield(L, -2, "hash64");
   lua_pushcfunction(L, l_embed_hashing);
   lua_setfield(L, -2, "embed_hashing");
   lua_pushcfunction(L, l_cosine);
