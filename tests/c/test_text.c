@@ -13,7 +13,7 @@ static void test_utf8(void **state) {
   size_t off = 99;
   (void)state;
   assert_true(valid("plain ascii", 11, NULL));
-  assert_true(valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 13, NULL));
+  assert_true(valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, NULL));
   assert_false(valid("ab\xff", 3, &off));
   assert_int_equal(off, 2);
   assert_false(valid("\xc0\xaf", 2, NULL));         /* overlong '/' */
