@@ -34,6 +34,7 @@ return {
     embed_batch = { timeout = "embedding_generation", retry = "embedding", breaker = "embedding",
                     bulkhead = "embedding", idempotent = true },
     parse_file = { timeout = "tree_sitter_parse" },
+    db_connect = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
     db_query = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
     db_write = { timeout = "database_query", breaker = "database" },
     graph_neighbors = { timeout = "graph_traversal", retry = "database", breaker = "database", idempotent = true },

@@ -1,0 +1,2 @@
+def greet():
+    return "café"  # Latin-1, not UTF-8

@@ -1,0 +1,173 @@
+-- The indexing pipeline against a real PostgreSQL (fresh database per
+-- block), with the built-in chunker and embedder.
+local mnemo = require "mnemo"
+local h = require "helpers"
+
+local function mkdir(p)
+  assert(os.execute("mkdir -p '" .. p .. "'") == 0)
+end
+
+local function make_repo()
+  local root = os.tmpname()
+  os.remove(root)
+  mkdir(root .. "/pkg")
+  h.write_file(root .. "/pkg/shapes.py", [[
+import math
+
+
+class Circle:
+    def __init__(self, r):
+        self.r = r
+
+    def area(self):
+        return math.pi * square(self.r)
+
+
+def square(x):
+    return x * x
+]])
+  h.write_file(root .. "/pkg/app.js", [[
+import { square } from "./math.js";
+
+export function total(items) {
+  return items.reduce((a, b) => a + square(b), 0);
+}
+]])
+  h.write_file(root .. "/pkg/blob.bin", "\0\1\2\3binary")
+  h.write_file(root .. "/pkg/latin1.py", "x = 'caf\233'\n")
+  h.write_file(root .. "/README.txt", "not code\n")
+  h.write_file(root .. "/pkg/huge.py", ("x = 1\n"):rep(400000))
+  assert(os.execute("ln -s .. '" .. root .. "/pkg/loop'") == 0)
+  return root
+end
+
+describe("mnemo.index", function()
+  local dsn, root, lines, restore
+  setup(function()
+    dsn = h.pg_fresh_database()
+    root = make_repo()
+    mnemo.policy._reset()
+    assert(mnemo.policy.load("policies/default.lua"))
+    mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      mnemo.pg.migrate(c, mnemo.pg.MIGRATIONS)
+      c:close()
+    end)
+  end)
+  before_each(function()
+    lines, restore = h.capture_log()
+  end)
+  after_each(function()
+    restore()
+  end)
+
+  local function index(opts)
+    opts = opts or {}
+    opts.root = opts.root or root
+    opts.repository = opts.repository or "fixture"
+    opts.dsn = dsn
+    opts.max_file_bytes = opts.max_file_bytes or 1024 * 1024
+    return mnemo.run(mnemo.index, opts)
+  end
+
+  local function sql(q, params)
+    return mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      local rows = c:exec(q, params)
+      c:close()
+      return rows
+    end)
+  end
+
+  it("indexes code, skips what it cannot, and says why", function()
+    local r = index()
+    assert.equal(2, r.files_indexed)
+    assert.equal(0, r.files_failed)
+    assert.equal(1, r.reasons.binary)
+    assert.equal(1, r.reasons.invalid_utf8)
+    assert.equal(1, r.reasons.unknown_language)
+    assert.equal(1, r.reasons.too_large)
+    assert.equal(1, r.reasons.symlink_loop)
+    local chunks = mnemo.run(mnemo.chunks, { repository = "fixture", dsn = dsn })
+    local seen = {}
+    for _, c in ipairs(chunks) do
+      seen[c.file_path .. "\t" .. c.name_path] = c.start_line .. "-" .. c.end_line
+    end
+    assert.equal("4-9", seen["pkg/shapes.py\tCircle"])
+    assert.equal("5-6", seen["pkg/shapes.py\tCircle.__init__"])
+    assert.equal("8-9", seen["pkg/shapes.py\tCircle.area"])
+    assert.equal("12-13", seen["pkg/shapes.py\tsquare"])
+    assert.equal("3-5", seen["pkg/app.js\ttotal"])
+    assert.is_not_nil(seen["pkg/shapes.py\t<module>"])
+    assert.equal(0, sql("SELECT count(*) AS n FROM pending_embeddings")[1].n)
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE embedding IS NULL")[1].n)
+  end)
+
+  it("does not rewrite unchanged files, and replaces a changed one atomically", function()
+    local before = sql("SELECT max(indexed_at)::text AS t, count(*) AS n FROM code_chunks")[1]
+    local r = index()
+    assert.equal(2, r.files_unchanged)
+    assert.equal(0, r.files_indexed)
+    local after = sql("SELECT max(indexed_at)::text AS t, count(*) AS n FROM code_chunks")[1]
+    assert.same(before, after)
+    h.write_file(root .. "/pkg/shapes.py", "def only():\n    return 1\n")
+    r = index()
+    assert.equal(1, r.files_indexed)
+    local names = sql([[SELECT string_agg(name_path, ',' ORDER BY name_path) AS n FROM code_chunks
+      WHERE file_path = 'pkg/shapes.py']])[1].n
+    assert.equal("only", names)
+    local dup = sql([[SELECT count(*) AS n FROM (SELECT file_path, chunk_index FROM code_chunks
+      GROUP BY 1, 2 HAVING count(*) > 1) d]])[1].n
+    assert.equal(0, dup)
+  end)
+
+  it("stores chunks with NULL embeddings when the embedder fails, then backfills them", function()
+    h.write_file(root .. "/pkg/extra.py", "def extra():\n    return square(2)\n")
+    local r = index { embedder = function()
+      error(mnemo.error("http_5xx", "embedder down"))
+    end }
+    assert.equal(1, r.files_indexed)
+    assert.is_true(r.embeddings_pending >= 1)
+    local pending = sql("SELECT count(*) AS n FROM pending_embeddings")[1].n
+    assert.equal(r.embeddings_pending, pending)
+    local done, left = mnemo.run(require("mnemo.query").backfill, {
+      dsn = dsn, embedder = require("mnemo.indexer").hashing_embedder(384) })
+    assert.equal(pending, done)
+    assert.equal(0, left)
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE embedding IS NULL")[1].n)
+  end)
+
+  it("rolls a file back when its transaction fails, and forgets its cache entry", function()
+    sql([[CREATE OR REPLACE FUNCTION refuse_poison() RETURNS trigger AS $$
+      BEGIN
+        IF NEW.name_path = 'poison' THEN
+          RAISE EXCEPTION 'poisoned chunk' USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+      END $$ LANGUAGE plpgsql]])
+    sql([[CREATE TRIGGER refuse_poison BEFORE INSERT ON code_chunks
+      FOR EACH ROW EXECUTE FUNCTION refuse_poison()]])
+    h.write_file(root .. "/pkg/poisoned.py", "def fine():\n    return 1\n\n\ndef poison():\n    return 2\n")
+    local l1 = mnemo.cache.new { max_bytes = 1024 * 1024 }
+    local cache = mnemo.cache.cascade { l1 = l1 }
+    local r = index { cache = cache }
+    assert.equal(1, r.files_failed)
+    assert.equal(1, r.reasons.store_constraint)
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE file_path = 'pkg/poisoned.py'")[1].n)
+    assert.is_nil(l1:get("file:fixture:pkg/poisoned.py"))
+    sql("DROP TRIGGER refuse_poison ON code_chunks")
+  end)
+
+  it("searches by words and meaning, and walks the graph", function()
+    local hits = mnemo.run(mnemo.search, { query = "square", repository = "fixture", dsn = dsn, k = 5 })
+    assert.is_true(#hits >= 1)
+    assert.matches("native cosine", hits.mode)
+    assert.equal("square", hits[1].name_path)
+    local near = mnemo.run(mnemo.graph.neighbors, { name_path = "total", repository = "fixture", dsn = dsn })
+    local names = {}
+    for _, n in ipairs(near) do
+      names[#names + 1] = n.name_path
+    end
+    assert.is_true(#names >= 1, "total calls square")
+  end)
+end)
