@@ -22,5 +22,7 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_errors(L);
   mnemo_open_pg(L);
   mnemo_open_embed(L);
+  mnemo_open_redis(L);
+  mnemo_open_cache(L);
   return 1;
 }

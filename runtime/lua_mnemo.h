@@ -14,6 +14,8 @@ void mnemo_open_bulkhead(lua_State *L);
 void mnemo_open_errors(lua_State *L);
 void mnemo_open_pg(lua_State *L);
 void mnemo_open_embed(lua_State *L);
+void mnemo_open_redis(lua_State *L);
+void mnemo_open_cache(lua_State *L);
 
 struct mnemo_breaker;
 /* The breaker inside a mnemo.breaker userdata (raises if it is not one). */
