@@ -6,57 +6,7 @@ local h = require "helpers"
 local uv = require "luv"
 local cache = mnemo.cache
 
-local function private_server()
-  local dir = os.tmpname()
-  os.remove(dir)
-  local server = { dir = dir }
-  function server.start()
-    local p = io.popen("scripts/redis-server start " .. dir .. " 2>&1")
-    local out = p:read("*a")
-    p:close()
-    server.url = out:match("(redis://%S+)%s*$")
-    assert(server.url, "could not start redis-server:\n" .. out)
-    return server.url
-  end
-  function server.kill()
-    local f = assert(io.open(dir .. "/redis.pid"))
-    local pid = tonumber(f:read("*a"))
-    f:close()
-    assert(uv.kill(pid, "sigkill") == 0)
-    for _ = 1, 500 do
-      f = io.open("/proc/" .. pid .. "/cmdline")
-      local cmd = f and f:read("*a") or ""
-      if f then
-        f:close()
-      end
-      if not cmd:find("redis-server", 1, true) then
-        return
-      end
-      uv.sleep(10)
-    end
-    error("redis-server did not die")
-  end
-  function server.stop()
-    os.execute("scripts/redis-server stop " .. dir .. " >/dev/null 2>&1; rm -rf " .. dir)
-  end
-  server.start()
-  return server
-end
-
-local shared
-local function redis_url()
-  local url = os.getenv("MNEMO_REDIS_URL")
-  if url and url ~= "" then
-    return url
-  end
-  if not shared then
-    shared = private_server()
-    local anchor = newproxy(true)
-    getmetatable(anchor).__gc = shared.stop
-    shared.anchor = anchor
-  end
-  return shared.url
-end
+local private_server, redis_url = h.redis_private_server, h.redis_url
 
 local prefix_n = 0
 local function fresh_prefix()

@@ -170,4 +170,66 @@ function _M.pg_fresh_database()
   return (base:gsub("/[^/]*$", "/" .. name))
 end
 
+-- Starts a private redis-server in a fresh directory; returns
+-- { url =, dir =, pid = fn, kill = fn (SIGKILL), start = fn, stop = fn }.
+function _M.redis_private_server()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local server = { dir = dir }
+  function server.start()
+    local p = io.popen("scripts/redis-server start " .. dir .. " 2>&1")
+    local out = p:read("*a")
+    p:close()
+    server.url = out:match("(redis://%S+)%s*$")
+    assert(server.url, "could not start redis-server:\n" .. out)
+    return server.url
+  end
+  function server.pid()
+    local f = assert(io.open(dir .. "/redis.pid"))
+    local pid = tonumber(f:read("*a"))
+    f:close()
+    return pid
+  end
+  function server.kill()
+    -- For real: SIGKILL, no goodbye to the clients. Then wait until it is
+    -- gone (its sockets close as it exits), without running the loop.
+    local pid = server.pid()
+    assert(uv.kill(pid, "sigkill") == 0)
+    for _ = 1, 500 do
+      local f = io.open("/proc/" .. pid .. "/cmdline")
+      local cmd = f and f:read("*a") or ""
+      if f then
+        f:close()
+      end
+      if not cmd:find("redis-server", 1, true) then
+        return
+      end
+      uv.sleep(10)
+    end
+    error("redis-server did not die")
+  end
+  function server.stop()
+    os.execute("scripts/redis-server stop " .. dir .. " >/dev/null 2>&1; rm -rf " .. dir)
+  end
+  server.start()
+  return server
+end
+
+-- The server for the specs: $MNEMO_REDIS_URL (scripts/run-tests starts
+-- one), else a private one, stopped when the Lua state closes (like pg_dsn).
+local shared_redis
+function _M.redis_url()
+  local url = os.getenv("MNEMO_REDIS_URL")
+  if url and url ~= "" then
+    return url
+  end
+  if not shared_redis then
+    shared_redis = _M.redis_private_server()
+    local anchor = newproxy(true)
+    getmetatable(anchor).__gc = shared_redis.stop
+    shared_redis.anchor = anchor
+  end
+  return shared_redis.url
+end
+
 return _M
