@@ -296,14 +296,7 @@ void mnemo_open_breaker(lua_State *L) {
                                      {"force_half_open", l_force_half_open},
                                      {"reconfigure", l_reconfigure},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, breaker_mt);
-  breaker_mt_ptr = lua_topointer(L, -1);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  breaker_mt_ptr = mnemo_lua_class(L, breaker_mt, methods, l_gc);
   lua_pushcfunction(L, l_breaker_new);
   lua_setfield(L, -2, "breaker_new");
   lua_pushcfunction(L, l_set_listener);

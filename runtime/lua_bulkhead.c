@@ -168,13 +168,8 @@ void mnemo_open_bulkhead(lua_State *L) {
                                      {"stats", l_stats},
                                      {"reconfigure", l_reconfigure},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, bulkhead_mt);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, waiter_mt);
-  lua_pop(L, 1);
+  mnemo_lua_class(L, bulkhead_mt, methods, NULL);
+  mnemo_lua_class(L, waiter_mt, NULL, NULL);
   lua_pushcfunction(L, l_bulkhead_new);
   lua_setfield(L, -2, "bulkhead_new");
 }

@@ -165,23 +165,15 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
-/* Also declared in lua_mnemo.h; repeated here so this file builds before
- * it is registered there. */
-void mnemo_open_cache(lua_State *L);
-
 void mnemo_open_cache(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"get", l_get},     {"raw_set", l_raw_set}, {"delete", l_delete},
       {"clear", l_clear}, {"stats", l_stats},     {NULL, NULL}};
-  luaL_newmetatable(L, cache_mt);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
+  mnemo_lua_class(L, cache_mt, methods, l_gc);
   /* cache.lua adds methods written in Lua (set) to the same table. */
+  luaL_getmetatable(L, cache_mt);
+  lua_getfield(L, -1, "__index");
   lua_setfield(L, -3, "cache_methods");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   lua_pushcfunction(L, l_cache_new);
   lua_setfield(L, -2, "cache_new");

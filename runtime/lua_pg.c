@@ -166,7 +166,6 @@ static int l_connect(lua_State *L) {
     *box = NULL;
     return 2;
   }
-  p->rt = rt; /* mnemo_pg_connect cleared the struct's conn part only */
   lua_pushvalue(L, 2);
   p->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
@@ -268,13 +267,7 @@ void mnemo_open_pg(lua_State *L) {
                                      {"status", l_status},
                                      {"escape_literal", l_escape_literal},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, pg_mt);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  mnemo_lua_class(L, pg_mt, methods, l_gc);
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "pg_connect");
 }

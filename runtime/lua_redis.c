@@ -298,23 +298,13 @@ static int l_pending(lua_State *L) {
   return 1;
 }
 
-/* Also declared in lua_mnemo.h; repeated here so this file builds before
- * it is registered there. */
-void mnemo_open_redis(lua_State *L);
-
 void mnemo_open_redis(lua_State *L) {
   static const luaL_Reg methods[] = {{"command", l_command},
                                      {"close", l_close},
                                      {"status", l_status},
                                      {"pending", l_pending},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, redis_mt);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  mnemo_lua_class(L, redis_mt, methods, l_gc);
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "redis_connect");
   lua_pushlightuserdata(L, NULL);

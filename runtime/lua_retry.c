@@ -227,11 +227,7 @@ void mnemo_open_retry(lua_State *L) {
                                      {"budget_stats", l_budget_stats},
                                      {"carry_budget", l_carry_budget},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, retry_mt);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  mnemo_lua_class(L, retry_mt, methods, NULL);
   lua_pushcfunction(L, l_retry_policy_new);
   lua_setfield(L, -2, "retry_policy_new");
 }

@@ -94,6 +94,24 @@ static int luv_callback_pcall(lua_State *L, int nargs, int nresults,
   return -status;
 }
 
+const void *mnemo_lua_class(lua_State *L, const char *name,
+                            const luaL_Reg *methods, lua_CFunction gc) {
+  const void *mt;
+  luaL_newmetatable(L, name);
+  mt = lua_topointer(L, -1);
+  if (methods != NULL) {
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__index");
+  }
+  if (gc != NULL) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  return mt;
+}
+
 static int runtime_gc(lua_State *L) {
   mnemo_rt_close(lua_touserdata(L, 1));
   return 0;

@@ -8,6 +8,7 @@
 #ifndef MNEMO_LUA_RUNTIME_H
 #define MNEMO_LUA_RUNTIME_H
 
+#include <lauxlib.h>
 #include <lua.h>
 #include <uv.h>
 
@@ -51,6 +52,13 @@ int mnemo_rt_traceback(lua_State *L);
 
 /* Pushes tostring(value at idx) with __tostring honoured. */
 const char *mnemo_rt_tostring(lua_State *L, int idx);
+
+/* Registers the metatable `name` for a userdata type: `methods` (may be
+ * NULL) as its __index table, `gc` (may be NULL) as __gc. Returns the
+ * metatable's address (for cheap type checks on hot paths); the stack is
+ * left as it was. */
+const void *mnemo_lua_class(lua_State *L, const char *name,
+                            const luaL_Reg *methods, lua_CFunction gc);
 
 /* Stops timers and releases the loop's handles held by the runtime. */
 void mnemo_rt_close(mnemo_rt_t *rt);

@@ -621,14 +621,8 @@ void mnemo_open_scope(lua_State *L) {
       {"set_cancel_hook", l_set_cancel_hook},
       {NULL, NULL}};
   const luaL_Reg *f;
-  luaL_newmetatable(L, wait_mt);
-  lua_pushcfunction(L, wait_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, task_mt);
-  lua_pushcfunction(L, task_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  mnemo_lua_class(L, wait_mt, NULL, wait_gc);
+  mnemo_lua_class(L, task_mt, NULL, task_gc);
 
   /* The tasks table: weak keys, so a task goes with its coroutine. */
   push_tasks_table(L);

@@ -73,13 +73,6 @@ function _M.bulkhead_full(bulkhead, operation, reason)
   return lazy("bulkhead_full", { bulkhead = bulkhead, operation = operation, reason = reason })
 end
 
-function _M.retries_exhausted(operation, attempts, last)
-  return new(last and last.kind or "unknown",
-    { operation = operation, attempts = attempts, cause = last, retries_exhausted = true },
-    format("%s: %d attempts failed; last error: %s", operation or "operation", attempts,
-      tostring(last and (last.message or last.kind) or last)))
-end
-
 -- A generic error with a class: mnemo.error("connection", "refused", {...})
 function _M.new(kind, message, fields)
   fields = fields or {}

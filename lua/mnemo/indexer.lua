@@ -246,15 +246,7 @@ local function index_one(run, conn, file)
   return record(run, file, "indexed")
 end
 
-local function hashing_embedder(dims)
-  return function(chunks)
-    local out = {}
-    for i, c in ipairs(chunks) do
-      out[i] = core.embed_hashing(c.name_path .. "\n" .. c.source, dims)
-    end
-    return out
-  end
-end
+local hashing_embedder = require("mnemo.embed").hashing
 _M.hashing_embedder = hashing_embedder
 
 -- mnemo.index{ root = ..., repository = ..., dsn = ..., cache = cascade,

@@ -54,7 +54,6 @@ local function check_timeout(seconds, level)
     error(("timeout: expected a number of seconds > 0, got %s"):format(tostring(seconds)), level + 1)
   end
 end
-_M.check_timeout = check_timeout
 
 local function leave(scope, context, ok, ...)
   local expired, elapsed, timeout, operation = scope_leave(scope)
