@@ -26,7 +26,7 @@ HOST_OBJ := $(HOST_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 
 C_TESTS := $(patsubst tests/c/%.c,%,$(filter-out tests/c/test_main.c,$(wildcard tests/c/test_*.c)))
 
-.PHONY: all run test bench clean help deps format _run _test _bench
+.PHONY: all run test bench clean help deps format demo _run _test _bench
 all: $(BUILD)/mnemo-run $(BUILD)/mnemo_core.so $(GRAMMARS_LIB)
 
 # Tree-sitter grammars, pinned in grammars/versions.txt, fetched from npm.
@@ -34,7 +34,8 @@ include mk/grammars.mk
 
 help:
 	@echo "make          build build/mnemo-run and build/mnemo_core.so"
-	@echo "make run      build, then run the main job (examples/demo.lua)"
+	@echo "make run      build, then index examples/sample-repo (private PostgreSQL + Redis in .mnemo/)"
+	@echo "make demo     the runtime demo: timeouts, retries, breakers (examples/demo.lua)"
 	@echo "make test     every test: C unit tests (plain and ASan+UBSan), busted specs"
 	@echo "make bench    benchmarks, each printing a ratio against its baseline"
 	@echo "make format   clang-format the C sources"
@@ -54,34 +55,50 @@ $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests:
 $(BUILD)/libmnemo.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/mnemo-run: $(HOST_OBJ) $(LUA_OBJ) $(BUILD)/libmnemo.a
+# The grammars archive follows libmnemo.a (the chunker references it).
+$(BUILD)/mnemo-run: $(HOST_OBJ) $(LUA_OBJ) $(BUILD)/libmnemo.a $(GRAMMARS_LIB)
 	$(CC) $(CFLAGS) -rdynamic $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
 
-$(BUILD)/mnemo_core.so: $(LUA_OBJ) $(BUILD)/libmnemo.a
+$(BUILD)/mnemo_core.so: $(LUA_OBJ) $(BUILD)/libmnemo.a $(GRAMMARS_LIB)
 	$(CC) $(CFLAGS) -shared $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
 
+# The same sources under AddressSanitizer + UBSan, compiled once each.
+ASAN_CFLAGS = $(CFLAGS) -O1 $(SAN)
+$(BUILD)/asan/obj/%.o: runtime/%.c $(wildcard runtime/*.h) | $(BUILD)/asan/obj
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/asan/obj:
+	@mkdir -p $@
+
+$(BUILD)/asan/libmnemo.a: $(CORE_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%)
+	ar rcs $@ $^
+
 # C unit tests: once plain, once under AddressSanitizer + UBSan.
-TEST_DEPS := $(CORE_SRC) $(wildcard runtime/*.h) tests/c/testing.h $(GRAMMARS_LIB)
 TEST_LIBS := $(GRAMMARS_LIB) $(PKG_LIBS) -lcmocka -lm
 
-$(BUILD)/tests/%: tests/c/%.c $(TEST_DEPS) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Iruntime $< $(CORE_SRC) -o $@ $(TEST_LIBS)
+$(BUILD)/tests/%: tests/c/%.c tests/c/testing.h $(BUILD)/libmnemo.a $(GRAMMARS_LIB) | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Iruntime $< $(BUILD)/libmnemo.a -o $@ $(TEST_LIBS)
 
-$(BUILD)/asan/%: tests/c/%.c $(TEST_DEPS) | $(BUILD)/asan
-	$(CC) $(CFLAGS) -O1 $(SAN) -Iruntime $< $(CORE_SRC) -o $@ $(TEST_LIBS)
+$(BUILD)/asan/%: tests/c/%.c tests/c/testing.h $(BUILD)/asan/libmnemo.a $(GRAMMARS_LIB) | $(BUILD)/asan
+	$(CC) $(ASAN_CFLAGS) -Iruntime $< $(BUILD)/asan/libmnemo.a -o $@ $(TEST_LIBS)
 
 # run, test and bench first install what is missing, then build in a fresh
 # make (so pkg-config sees the packages just installed).
 run test bench:
 	@scripts/install-deps --quiet
-	@$(MAKE) --no-print-directory _$@
+	@$(MAKE) --no-print-directory -j$$(nproc) _$@
 
+# The main job: index examples/sample-repo into a private PostgreSQL and
+# Redis (.mnemo/, kept between runs), print the report and a search.
 _run: all
+	@scripts/with-services $(BUILD)/mnemo-run --policy policies/default.lua examples/index.lua examples/sample-repo
+
+demo: all
 	$(BUILD)/mnemo-run examples/demo.lua
 
 # mnemo-run itself, instrumented, for the host specs.
-$(BUILD)/asan/mnemo-run: $(HOST_SRC) $(LUA_SRC) $(CORE_SRC) $(wildcard runtime/*.h) | $(BUILD)/asan
-	$(CC) $(CFLAGS) -O1 $(SAN) $(HOST_SRC) $(LUA_SRC) $(CORE_SRC) -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
+$(BUILD)/asan/mnemo-run: $(HOST_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%) $(LUA_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%) $(BUILD)/asan/libmnemo.a $(GRAMMARS_LIB) | $(BUILD)/asan
+	$(CC) $(ASAN_CFLAGS) -rdynamic $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
 
 _test: all $(BUILD)/asan/mnemo-run $(C_TESTS:%=$(BUILD)/tests/%) $(C_TESTS:%=$(BUILD)/asan/%)
 	@scripts/run-tests $(C_TESTS)
@@ -90,9 +107,9 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
-$(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h)
+$(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(PKG_LIBS) -lm \
+	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm \
 	  $(if $(findstring bench_guard,$@),$(BENCH_WRAP))
 
 _bench: all $(BENCHES)

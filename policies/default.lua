@@ -36,7 +36,8 @@ return {
     parse_file = { timeout = "tree_sitter_parse" },
     db_connect = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
     db_query = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
-    db_write = { timeout = "database_query", breaker = "database" },
+    -- A file's transaction replaces its rows: running it twice is safe.
+    db_write = { timeout = "database_query", retry = "database", breaker = "database", idempotent = true },
     graph_neighbors = { timeout = "graph_traversal", retry = "database", breaker = "database", idempotent = true },
     vector_search = { timeout = "vector_search", retry = "database", breaker = "database", idempotent = true },
     index_file = { timeout = "index_file" },

@@ -24,5 +24,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_embed(L);
   mnemo_open_redis(L);
   mnemo_open_cache(L);
+  mnemo_open_chunker(L);
   return 1;
 }

@@ -16,6 +16,7 @@ void mnemo_open_pg(lua_State *L);
 void mnemo_open_embed(lua_State *L);
 void mnemo_open_redis(lua_State *L);
 void mnemo_open_cache(lua_State *L);
+void mnemo_open_chunker(lua_State *L);
 
 struct mnemo_breaker;
 /* The breaker inside a mnemo.breaker userdata (raises if it is not one). */

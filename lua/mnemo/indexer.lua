@@ -11,6 +11,9 @@ local log = require "mnemo.log"
 local pg = require "mnemo.pg"
 local timeout = require "mnemo.timeout"
 local degrade = require "mnemo.degrade"
+local embed = require "mnemo.embed"
+local backfill = require "mnemo.backfill"
+local cjson = require "cjson"
 
 local _M = {}
 
@@ -18,6 +21,8 @@ _M.DEFAULTS = {
   max_file_bytes = 1024 * 1024,
   concurrency = 4,
   dims = 384,
+  backfill_wait = 5,
+  cache_ttl = 7 * 24 * 3600,
   ignore = { [".git"] = true, ["node_modules"] = true, [".mnemo"] = true, ["build"] = true,
     ["__pycache__"] = true, [".venv"] = true },
 }
@@ -111,42 +116,84 @@ function _M.walk(root, opts)
   return files, skipped
 end
 
+-- One file's rows go to PostgreSQL as JSON documents, so a file costs the
+-- same few round trips whatever its number of chunks and references.
+local STORE_CHUNKS = [[
+  WITH r AS (
+    SELECT * FROM jsonb_to_recordset($5::jsonb) AS r(i integer, name_path text, kind text,
+      start_line integer, end_line integer, source text, embedding text)
+  ), ins AS (
+    INSERT INTO code_chunks (repository, file_path, chunk_index, content_hash, name_path, kind, language,
+      start_line, end_line, source, embedding)
+    SELECT $1, $2, r.i, $3, r.name_path, r.kind, $4, r.start_line, r.end_line, r.source, r.embedding::real[]
+    FROM r
+    RETURNING id, embedding IS NULL AS pending
+  )
+  INSERT INTO pending_embeddings (chunk_id) SELECT id FROM ins WHERE pending]]
+
+local STORE_GRAPH = [[
+  WITH nodes AS (
+    INSERT INTO graph_nodes (repository, name_path, file_path, kind)
+    SELECT DISTINCT ON (name_path) $1, name_path, $2, kind
+    FROM jsonb_to_recordset($3::jsonb) AS c(name_path text, kind text)
+    ORDER BY name_path
+    ON CONFLICT (repository, name_path, file_path) DO UPDATE SET kind = EXCLUDED.kind
+    RETURNING id, name_path
+  )
+  INSERT INTO graph_edges (repository, source_id, target_name, kind, file_path)
+  SELECT DISTINCT $1, nodes.id, e.target, e.kind, $2
+  FROM jsonb_to_recordset($4::jsonb) AS e(name_path text, target text, kind text)
+  JOIN nodes USING (name_path)
+  ON CONFLICT DO NOTHING]]
+
+-- Calls through the receiver (`self.area`, `this.render`, `cls.make`)
+-- name a method: the edge keeps the method's name, which the graph query
+-- resolves against `Class.method` name paths.
+local RECEIVERS = { self = true, this = true, cls = true }
+
+local function edge_target(name)
+  local head, rest = name:match("^([%w_]+)%.(.+)$")
+  if head and RECEIVERS[head] then
+    return rest
+  end
+  return name
+end
+
+local function json_list(list)
+  return #list == 0 and "[]" or cjson.encode(list)
+end
+
 -- Writes one file's chunks, graph and pending embeddings in one
--- transaction (re-indexing replaces the old rows atomically).
+-- transaction: the file's old rows are replaced, so re-indexing (or a
+-- retry after an unknown COMMIT outcome) never duplicates. A transaction
+-- advisory lock on the file serialises two processes writing it at once.
+-- Returns how many chunks wait for their embedding.
 local function store_file(conn, repo, file, chunks, embeddings)
-  return conn:transaction(function(tx)
-    tx:exec("DELETE FROM code_chunks WHERE repository = $1 AND file_path = $2", { repo, file.rel })
-    tx:exec("DELETE FROM graph_nodes WHERE repository = $1 AND file_path = $2", { repo, file.rel })
-    local pending = 0
-    for i, c in ipairs(chunks) do
-      local emb = embeddings and embeddings[i] or nil
-      local rows = tx:exec([[INSERT INTO code_chunks
-        (repository, file_path, chunk_index, content_hash, name_path, kind, language,
-         start_line, end_line, source, embedding)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::real[]) RETURNING id]],
-        { repo, file.rel, i, file.hash, c.name_path, c.kind, file.language, c.start_line, c.end_line,
-          c.source, emb, n = 11 })
-      if not emb then
-        tx:exec("INSERT INTO pending_embeddings (chunk_id) VALUES ($1)", { rows[1].id })
-        pending = pending + 1
-      end
-      local node = tx:exec([[INSERT INTO graph_nodes (repository, name_path, file_path, kind)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (repository, name_path, file_path) DO UPDATE SET kind = EXCLUDED.kind
-        RETURNING id]], { repo, c.name_path, file.rel, c.kind })
-      local done = {}
-      for _, ref in ipairs(c.refs or {}) do
-        local key = ref.kind .. ":" .. ref.name
-        if not done[key] then
-          done[key] = true
-          tx:exec([[INSERT INTO graph_edges (repository, source_id, target_name, kind, file_path)
-            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING]],
-            { repo, node[1].id, ref.name, ref.kind == "import" and "imports" or "calls", file.rel })
-        end
-      end
+  local rows, nodes, edges, pending = {}, {}, {}, 0
+  for i, c in ipairs(chunks) do
+    local emb = embeddings and embeddings[i] or nil
+    if not emb then
+      pending = pending + 1
     end
-    return pending
+    rows[i] = { i = i, name_path = c.name_path, kind = c.kind, start_line = c.start_line, end_line = c.end_line,
+      source = c.source, embedding = emb }
+    nodes[i] = { name_path = c.name_path, kind = c.kind }
+    for _, ref in ipairs(c.refs or {}) do
+      edges[#edges + 1] = { name_path = c.name_path, target = edge_target(ref.name),
+        kind = ref.kind == "import" and "imports" or "calls" }
+    end
+  end
+  local chunk_doc, node_doc, edge_doc = json_list(rows), json_list(nodes), json_list(edges)
+  conn:transaction(function(tx)
+    tx:exec("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", { repo, file.rel })
+    tx:exec([[WITH c AS (DELETE FROM code_chunks WHERE repository = $1 AND file_path = $2)
+      DELETE FROM graph_nodes WHERE repository = $1 AND file_path = $2]], { repo, file.rel })
+    if #rows > 0 then
+      tx:exec(STORE_CHUNKS, { repo, file.rel, file.hash, file.language, chunk_doc })
+      tx:exec(STORE_GRAPH, { repo, file.rel, node_doc, edge_doc })
+    end
   end)
+  return pending
 end
 
 -- Embeddings for a file's chunks, computed before its transaction. Returns
@@ -154,14 +201,15 @@ end
 -- when the embedder is down, its breaker open, or the mode is "queue".
 local function embed_chunks(run, chunks)
   if degrade.mode("embedding") == "queue" then
-    return nil, "degraded: queued"
+    return nil
   end
   local provider = run.embedder
   local ok, res = pcall(guard.guard, "embed_batch", function()
     return provider(chunks)
   end)
   if not ok then
-    return nil, res
+    run.report.embed_failures = run.report.embed_failures + 1
+    return nil
   end
   return res
 end
@@ -185,141 +233,247 @@ local function record(run, file, outcome, reason)
   end
 end
 
-local function index_one(run, conn, file)
+-- The cache key of a file's content hash. The database's identity
+-- (mnemo_instance, made by its first migration) is part of it: one Redis
+-- may serve several databases, or outlive one, and a hash seen for one
+-- says nothing about what another holds.
+function _M.cache_key(instance, repository, rel)
+  return ("file:%s:%s:%s"):format(instance, repository, rel)
+end
+
+-- A worker's connection, (re)opened under the db_connect policy.
+local function worker_conn(run, w)
+  if not w.conn or w.conn.broken then
+    w.conn = guard.guard("db_connect", function()
+      local c, err = pg.connect(run.dsn)
+      if not c then
+        error(err, 0)
+      end
+      return c
+    end)
+  end
+  return w.conn
+end
+
+-- Chunks of the run's repository waiting for their embedding, and the
+-- database's identity.
+local function count_pending(run)
+  return guard.guard("db_query", function()
+    local w = {}
+    local rows = worker_conn(run, w):query([[SELECT count(*) AS n, (SELECT id FROM mnemo_instance) AS instance
+      FROM pending_embeddings p JOIN code_chunks c ON c.id = p.chunk_id WHERE c.repository = $1]],
+      { run.repository })
+    w.conn:close()
+    return rows[1].n, rows[1].instance
+  end)
+end
+
+local function index_one(run, w, file)
   local opts = run.opts
   if file.size > opts.max_file_bytes then
     return record(run, file, "skipped", "too_large")
   end
   local chunker = run.chunker
-  file.language = chunker.language_for(file.rel)
-  if not file.language then
-    return record(run, file, "skipped", "unknown_language")
-  end
-  local text, rerr = read_file(file.path, file.size)
+  local text = read_file(file.path, file.size)
   if not text then
     return record(run, file, "skipped", "unreadable")
   end
+  -- Binary first: a PNG is "binary" whatever its name says.
   if core.looks_binary(text) then
     return record(run, file, "skipped", "binary")
+  end
+  file.language = chunker.language_for(file.rel)
+  if not file.language then
+    return record(run, file, "skipped", "unknown_language")
   end
   if not core.utf8_valid(text) then
     return record(run, file, "skipped", "invalid_utf8")
   end
   file.hash = core.hash64(text)
-  local key = "file:" .. run.repository .. ":" .. file.rel
+  local key = _M.cache_key(run.instance, run.repository, file.rel)
   if run.cache:get(key) == file.hash then
+    run.report.cache_hits = run.report.cache_hits + 1
     return record(run, file, "unchanged")
   end
-  local stored = conn:query("SELECT content_hash FROM code_chunks WHERE repository = $1 AND file_path = $2 LIMIT 1",
-    { run.repository, file.rel })
+  local stored = guard.guard("db_query", function()
+    return worker_conn(run, w):query(
+      "SELECT content_hash FROM code_chunks WHERE repository = $1 AND file_path = $2 LIMIT 1",
+      { run.repository, file.rel })
+  end)
   if stored and stored[1] and stored[1].content_hash == file.hash then
-    run.cache:set(key, file.hash)
+    run.cache:set(key, file.hash, run.opts.cache_ttl)
     return record(run, file, "unchanged")
   end
+  local context = { file_path = file.rel, repository = run.repository, language = file.language }
   local ok, chunks = pcall(guard.guard, "parse_file", function()
     local c, err = chunker.chunk { language = file.language, source = text, path = file.rel }
     if not c then
       error(err, 0)
     end
     return c
-  end, { context = { file_path = file.rel, repository = run.repository, language = file.language } })
+  end, { context = context })
   if not ok then
     local kind = errors.classify(chunks)
     return record(run, file, "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind))
   end
   local embeddings = embed_chunks(run, chunks)
   local sok, pending = pcall(guard.guard, "db_write", function()
-    return store_file(conn, run.repository, file, chunks, embeddings)
-  end, { context = { file_path = file.rel, repository = run.repository } })
+    return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
+  end, { context = context })
   if not sok then
     -- Rolled back: nothing of this file was written; forget what the
     -- cache knew about it.
     run.cache:invalidate(key)
-    if conn.broken then
-      run.reconnect = true
-    end
     return record(run, file, "failed", "store_" .. errors.classify(pending))
   end
-  run.cache:set(key, file.hash) -- only after the commit
+  run.cache:set(key, file.hash, run.opts.cache_ttl) -- only after the commit
   run.report.chunks = run.report.chunks + #chunks
-  run.report.embeddings_pending = run.report.embeddings_pending + (pending or 0)
+  if pending > 0 then
+    run.queued = run.queued + pending
+    run.start_backfill()
+  end
   return record(run, file, "indexed")
 end
 
-local hashing_embedder = require("mnemo.embed").hashing
-_M.hashing_embedder = hashing_embedder
+_M.hashing_embedder = embed.hashing
 
--- mnemo.index{ root = ..., repository = ..., dsn = ..., cache = cascade,
--- embedder = fn(chunks) -> literals, concurrency = 4, progress = bool }
--- -> report table.
-function _M.index(opts)
-  assert(type(opts) == "table" and opts.root, "index: root is required")
-  local defaults = _M.DEFAULTS
-  for k, v in pairs(defaults) do
-    if opts[k] == nil then
-      opts[k] = v
+-- The cache when none is given: L1, plus Redis when $MNEMO_REDIS_URL is
+-- set and answers (if it does not, the run goes on with L1 alone).
+local function default_cache(opts)
+  local cache = require "mnemo.cache"
+  local l1 = cache.new { max_bytes = opts.l1_bytes or 16 * 1024 * 1024 }
+  local url = opts.redis_url or os.getenv("MNEMO_REDIS_URL")
+  local client
+  if url and url ~= "" then
+    local err
+    client, err = require("mnemo.redis").connect(url)
+    if not client then
+      log.emit("warn", "redis_unavailable", { error = tostring(err), fallback = "l1_only" })
     end
   end
+  return cache.cascade { l1 = l1, redis = client }, client
+end
+
+local function progress_line(run, done, total, t0)
+  local dt = core.now() - t0
+  io.stderr:write(("indexing %s: %d/%d files, %.0f files/s, %d failed, %d embeddings queued\n"):format(
+    run.repository, done, total, dt > 0 and done / dt or 0, run.report.files_failed, run.queued))
+end
+
+-- mnemo.index{ root = ..., repository = ..., dsn = ..., cache = cascade,
+--   embedder = fn(chunks) -> literals, concurrency = 4, progress = bool,
+--   backfill_wait = 5 (s to wait at the end for queued embeddings),
+--   backfill = { backoff_base = 1, interval = 1, batch = 64 } }
+-- -> report table.
+function _M.index(opts)
+  if type(opts) ~= "table" or type(opts.root) ~= "string" then
+    error("mnemo.index: expected { root = DIR, repository = NAME, ... }", 2)
+  end
+  local given = opts
+  opts = {}
+  for k, v in pairs(_M.DEFAULTS) do
+    opts[k] = v
+  end
+  for k, v in pairs(given) do
+    opts[k] = v
+  end
   local t0 = core.now()
+  local own_redis
+  local cache = opts.cache
+  if not cache then
+    cache, own_redis = default_cache(opts)
+  end
   local run = {
     opts = opts,
+    dsn = opts.dsn or os.getenv("MNEMO_PG_DSN"),
     repository = opts.repository or opts.root:match("([^/]+)/*$"),
     chunker = opts.chunker or require("mnemo.chunker"),
-    embedder = opts.embedder or hashing_embedder(opts.dims),
-    cache = opts.cache or require("mnemo.cache").cascade { l1 = require("mnemo.cache").new { max_bytes = 16 * 1024 * 1024 } },
+    embedder = opts.embedder or embed.hashing(opts.dims),
+    cache = cache,
+    queued = 0,
     report = { files_total = 0, files_indexed = 0, files_unchanged = 0, files_skipped = 0, files_failed = 0,
-      chunks = 0, embeddings_pending = 0, reasons = {} },
+      chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embed_failures = 0, cache_hits = 0,
+      reasons = {} },
   }
-  local dsn = opts.dsn or os.getenv("MNEMO_PG_DSN")
+  local st = uv.fs_stat(opts.root)
+  if not st or st.type ~= "directory" then
+    error(errors.new("invalid_input", ("mnemo.index: %s is not a directory"):format(opts.root)), 2)
+  end
+  local backfiller
+  function run.start_backfill()
+    if not backfiller and opts.backfill ~= false then
+      local b = type(opts.backfill) == "table" and opts.backfill or {}
+      backfiller = backfill.start { dsn = run.dsn, embedder = run.embedder, repository = run.repository,
+        backoff_base = b.backoff_base, backoff_max = b.backoff_max, interval = b.interval, batch = b.batch }
+    end
+  end
+  -- Chunks queued by an earlier run are backfilled by this one. This is
+  -- also where a wrong DSN or a PostgreSQL that is down stops the run,
+  -- before anything is read.
+  local ok, pending_before, instance = pcall(count_pending, run)
+  if not ok then
+    local kind = errors.classify(pending_before)
+    local missing_table = type(pending_before) == "table" and pending_before.sqlstate == "42P01"
+    local hint = missing_table and " (the schema is missing: run `mnemo-run --migrate` first)" or ""
+    error(errors.new(kind, "mnemo.index: cannot use PostgreSQL: " .. tostring(pending_before) .. hint,
+      { repository = run.repository }), 2)
+  end
+  run.instance = instance
+  run.report.database = instance
+  if pending_before > 0 then
+    run.start_backfill()
+  end
+
   local files, skipped = _M.walk(opts.root, opts)
   run.report.files_total = #files + #skipped
   for _, s in ipairs(skipped) do
     record(run, s, "skipped", s.reason)
   end
-  local next_file, done = 1, 0
+  local next_file, done, finished = 1, 0, 0
   local workers = math.max(1, math.min(opts.concurrency, #files))
-  local last_progress = core.now()
-  local finished = 0
+  local last_progress = t0
   for _ = 1, workers do
     core.spawn(function()
-      local conn
+      local w = {}
       while next_file <= #files do
         local file = files[next_file]
         next_file = next_file + 1
-        if not conn or conn.broken then
-          local ok, c = pcall(guard.guard, "db_connect", function()
-            local c, err = pg.connect(dsn)
-            if not c then
-              error(err, 0)
-            end
-            return c
-          end)
-          conn = ok and c or nil
-        end
-        if not conn then
-          record(run, file, "failed", "database_unavailable")
-        else
-          local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
-            operation = "index_file", context = { file_path = file.rel } }, index_one, run, conn, file)
-          if not ok then
-            record(run, file, "failed", "index_" .. errors.classify(err))
-          end
+        local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
+          operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
+        if not ok then
+          local kind = errors.classify(err)
+          record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
         end
         done = done + 1
         if opts.progress and core.now() - last_progress >= 1 then
           last_progress = core.now()
-          io.stderr:write(("indexing %s: %d/%d files, %.0f files/s, %d failed\n"):format(run.repository, done,
-            #files, done / (core.now() - t0), run.report.files_failed))
+          progress_line(run, done, #files, t0)
         end
       end
-      if conn then
-        conn:close()
+      if w.conn then
+        w.conn:close()
       end
       finished = finished + 1
     end)
   end
   while finished < workers and #files > 0 do
     core.sleep(0.005)
+  end
+  if opts.progress and #files > 0 then
+    progress_line(run, done, #files, t0)
+  end
+  if backfiller then
+    if opts.progress and opts.backfill_wait > 0 then
+      io.stderr:write(("backfilling embeddings (up to %g s)\n"):format(opts.backfill_wait))
+    end
+    backfiller:drain(opts.backfill_wait)
+    backfiller:stop()
+    run.report.embeddings_backfilled = backfiller.embedded
+  end
+  local cok, left = pcall(count_pending, run)
+  run.report.embeddings_pending = cok and left or run.queued - run.report.embeddings_backfilled
+  if own_redis then
+    own_redis:close()
   end
   run.report.seconds = core.now() - t0
   run.report.repository = run.repository
@@ -330,16 +484,21 @@ end
 function _M.print_report(r, out)
   out = out or io.stdout
   out:write(("repository %s: %d files in %.2f s\n"):format(r.repository, r.files_total, r.seconds))
-  out:write(("  indexed %d, unchanged %d, skipped %d, failed %d\n"):format(r.files_indexed, r.files_unchanged,
-    r.files_skipped, r.files_failed))
-  out:write(("  chunks stored %d, embeddings pending %d\n"):format(r.chunks, r.embeddings_pending))
+  local rows = {
+    { "indexed", r.files_indexed }, { "unchanged", r.files_unchanged }, { "skipped", r.files_skipped },
+    { "failed", r.files_failed }, { "chunks stored", r.chunks },
+    { "embeddings backfilled", r.embeddings_backfilled or 0 }, { "embeddings pending", r.embeddings_pending },
+  }
   local reasons = {}
-  for k, v in pairs(r.reasons) do
-    reasons[#reasons + 1] = ("%s=%d"):format(k, v)
+  for k in pairs(r.reasons) do
+    reasons[#reasons + 1] = k
   end
   table.sort(reasons)
-  if #reasons > 0 then
-    out:write("  reasons: " .. table.concat(reasons, ", ") .. "\n")
+  for _, k in ipairs(reasons) do
+    rows[#rows + 1] = { "  " .. k, r.reasons[k] }
+  end
+  for _, row in ipairs(rows) do
+    out:write(("  %-24s %6d\n"):format(row[1], row[2]))
   end
 end
 

@@ -6,6 +6,8 @@ local core = require "mnemo_core"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
 local guard = require "mnemo.guard"
+local indexer = require "mnemo.indexer"
+local query = require "mnemo.query"
 
 local select, pack, unpack = select, table.pack, unpack
 
@@ -38,6 +40,13 @@ local _M = {
   pg = require "mnemo.pg",
   redis = require "mnemo.redis",
   cache = require "mnemo.cache",
+  chunker = require "mnemo.chunker",
+  embed = require "mnemo.embed",
+  indexer = indexer,
+  index = indexer.index,
+  search = query.search,
+  chunks = query.chunks,
+  graph = { neighbors = query.neighbors },
   spawn = core.spawn,
   clock = core.clock,
   hosted = core.hosted,

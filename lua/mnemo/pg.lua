@@ -47,6 +47,17 @@ local function wait_on(conn, start)
   return a, b, c
 end
 
+-- A PostgreSQL array literal of text values (for $n::text[] parameters):
+-- every element quoted, backslashes and quotes escaped; nil -> NULL.
+function _M.text_array(list, n)
+  local out = {}
+  for i = 1, n or #list do
+    local v = list[i]
+    out[i] = v == nil and "NULL" or '"' .. tostring(v):gsub('[\\"]', "\\%0") .. '"'
+  end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
 -- pg.connect(dsn) -> conn | nil, err   (inside a task)
 function _M.connect(dsn)
   if type(dsn) ~= "string" or dsn == "" then
@@ -145,14 +156,23 @@ end
 -- processes from migrating at once. Idempotent.
 function _M.migrate(conn, dir)
   local files = {}
-  local p = io.popen('ls "' .. dir .. '" 2>/dev/null')
-  for name in p:lines() do
+  local req, serr = require("luv").fs_scandir(dir)
+  if not req then
+    error(errors.new("invalid_input", ("migrate: cannot list %s: %s"):format(tostring(dir), tostring(serr))), 0)
+  end
+  while true do
+    local name = require("luv").fs_scandir_next(req)
+    if not name then
+      break
+    end
     local version = name:match("^(%d+)_.+%.sql$")
     if version then
       files[#files + 1] = { version = tonumber(version), name = name }
     end
   end
-  p:close()
+  if #files == 0 then
+    error(errors.new("invalid_input", ("migrate: no NNN_name.sql files in %s"):format(dir)), 0)
+  end
   table.sort(files, function(a, b)
     return a.version < b.version
   end)

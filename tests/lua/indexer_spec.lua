@@ -123,15 +123,19 @@ describe("mnemo.index", function()
 
   it("stores chunks with NULL embeddings when the embedder fails, then backfills them", function()
     h.write_file(root .. "/pkg/extra.py", "def extra():\n    return square(2)\n")
-    local r = index { embedder = function()
+    local r = index { backfill = false, embedder = function()
       error(mnemo.error("http_5xx", "embedder down"))
     end }
     assert.equal(1, r.files_indexed)
     assert.is_true(r.embeddings_pending >= 1)
     local pending = sql("SELECT count(*) AS n FROM pending_embeddings")[1].n
     assert.equal(r.embeddings_pending, pending)
-    local done, left = mnemo.run(require("mnemo.query").backfill, {
-      dsn = dsn, embedder = require("mnemo.indexer").hashing_embedder(384) })
+    local done, left = mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      local d, l = require("mnemo.backfill").pass(c, { embedder = mnemo.embed.hashing(384) })
+      c:close()
+      return d, l
+    end)
     assert.equal(pending, done)
     assert.equal(0, left)
     assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE embedding IS NULL")[1].n)
@@ -154,15 +158,20 @@ describe("mnemo.index", function()
     assert.equal(1, r.files_failed)
     assert.equal(1, r.reasons.store_constraint)
     assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE file_path = 'pkg/poisoned.py'")[1].n)
-    assert.is_nil(l1:get("file:fixture:pkg/poisoned.py"))
+    assert.is_nil(l1:get(mnemo.indexer.cache_key(r.database, "fixture", "pkg/poisoned.py")))
+    assert.is_not_nil(l1:get(mnemo.indexer.cache_key(r.database, "fixture", "pkg/extra.py")))
     sql("DROP TRIGGER refuse_poison ON code_chunks")
   end)
 
   it("searches by words and meaning, and walks the graph", function()
+    -- shapes.py was rewritten above: `square` is defined only here now.
+    h.write_file(root .. "/pkg/geometry.py", "def square(x):\n    return x * x\n")
+    index()
     local hits = mnemo.run(mnemo.search, { query = "square", repository = "fixture", dsn = dsn, k = 5 })
     assert.is_true(#hits >= 1)
     assert.matches("native cosine", hits.mode)
     assert.equal("square", hits[1].name_path)
+    assert.equal("pkg/geometry.py", hits[1].file_path)
     local near = mnemo.run(mnemo.graph.neighbors, { name_path = "total", repository = "fixture", dsn = dsn })
     local names = {}
     for _, n in ipairs(near) do
