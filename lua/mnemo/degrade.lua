@@ -28,6 +28,9 @@ local rules = {}   -- name -> compiled rule
 local current = {} -- name -> { level = 0.., since = t, clear_since = t|nil }
 local errors_of = {} -- dependency -> list of error times (ring)
 local MAX_ERRORS = 1024
+-- Times are seconds as doubles: a difference of two readings can miss an
+-- exact number of seconds by a rounding step, so comparisons allow 1 us.
+local EPSILON = 1e-6
 
 -- Compiles the `degrade` section (already validated). Keeps the live
 -- level of rules that stay.
@@ -69,7 +72,7 @@ local function errors_within(dependency, window, now)
   end
   local count = 0
   for i = 1, #list do
-    if now - list[i] <= window then
+    if now - list[i] <= window + EPSILON then
       count = count + 1
     end
   end
@@ -116,7 +119,7 @@ function _M.mode(name)
   elseif wanted < cur.level then
     -- Hysteresis: only after the conditions stayed clear long enough.
     cur.clear_since = cur.clear_since or now
-    if now - cur.clear_since >= rule.recover_after then
+    if now - cur.clear_since >= rule.recover_after - EPSILON then
       log.emit("info", "recovered", { dependency = name, from = rule.rungs[cur.level].mode,
         to = wanted == 0 and "normal" or rule.rungs[wanted].mode })
       cur.level, cur.since, cur.clear_since = wanted, now, nil

@@ -27,8 +27,12 @@ local messages = {
       e.operation or "operation", e.timeout or 0, e.elapsed or 0)
   end,
   circuit_open = function(e)
-    return format("CircuitOpenError: breaker %s is open (retry after %.3fs)", e.breaker,
+    local text = format("CircuitOpenError: breaker %s is open (retry after %.3fs)", e.breaker,
       e.retry_after or 0)
+    if e.cause ~= nil then
+      text = text .. "; it opened on: " .. tostring(e.cause)
+    end
+    return text
   end,
   bulkhead_full = function(e)
     return format("BulkheadFullError: bulkhead %s is full (%s)", e.bulkhead, e.reason or "queue full")

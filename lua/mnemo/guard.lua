@@ -281,8 +281,14 @@ local function retry_loop(ctx, ok, ...)
   local err = ...
   local delay = next_delay(ctx, err)
   if not delay then
+    -- The breaker opened on this call's own failures: like Polly's
+    -- BrokenCircuitException, the fast-fail carries what broke it.
+    if ctx.cause ~= nil and type(err) == "table" and err.kind == "circuit_open" and err.cause == nil then
+      err.cause = ctx.cause
+    end
     return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err)
   end
+  ctx.cause = err
   ctx.stats.retries = ctx.stats.retries + 1
   log.emit("info", "retry", { operation = ctx.op.name, attempt = ctx.attempt, delay = delay,
     error = tostring(err), class = classify(err) })

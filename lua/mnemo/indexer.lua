@@ -363,7 +363,8 @@ end
 -- mnemo.index{ root = ..., repository = ..., dsn = ..., cache = cascade,
 --   embedder = fn(chunks) -> literals, concurrency = 4, progress = bool,
 --   backfill_wait = 5 (s to wait at the end for queued embeddings),
---   backfill = { backoff_base = 1, interval = 1, batch = 64 } }
+--   backfill = { backoff_base = 1, interval = 1, batch = 64 } | false,
+--   on_file = fn(path, done, total) called after each file }
 -- -> report table.
 function _M.index(opts)
   if type(opts) ~= "table" or type(opts.root) ~= "string" then
@@ -445,6 +446,9 @@ function _M.index(opts)
           record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
         end
         done = done + 1
+        if opts.on_file then
+          opts.on_file(file.rel, done, #files)
+        end
         if opts.progress and core.now() - last_progress >= 1 then
           last_progress = core.now()
           progress_line(run, done, #files, t0)

@@ -232,4 +232,25 @@ function _M.redis_url()
   return shared_redis.url
 end
 
+-- A real HTTP embedding server (tests/tools/fake_embedder.lua) in its own
+-- process; `script` lists its answers, one per request, the last repeating
+-- (ok | 500 | 429 | stall | drop). Returns { url, pid, stop() }.
+function _M.fake_embedder(script)
+  local p = assert(io.popen(("sh -c 'echo $$; exec %s tests/tools/fake_embedder.lua %s'"):format(_M.MNEMO_RUN,
+    script)))
+  local pid = tonumber(p:read("*l"))
+  local port = (p:read("*l") or ""):match("listening (%d+)")
+  assert(pid and port, "fake embedder did not start")
+  local server = { pid = pid, url = "http://127.0.0.1:" .. port }
+  function server.stop()
+    if server.pipe then
+      uv.kill(pid, "sigkill")
+      server.pipe:close()
+      server.pipe = nil
+    end
+  end
+  server.pipe = p
+  return server
+end
+
 return _M

@@ -163,13 +163,32 @@ describe("mnemo.index", function()
     sql("DROP TRIGGER refuse_poison ON code_chunks")
   end)
 
+  it("refuses a wrong DSN or a missing root with a clear error, and touches nothing", function()
+    local before = sql("SELECT count(*) AS n, max(indexed_at)::text AS t FROM code_chunks")[1]
+    local ok, err = pcall(mnemo.run, mnemo.index, { root = root, repository = "fixture",
+      dsn = "postgresql://mnemo@127.0.0.1:1/nowhere?connect_timeout=2" })
+    assert.is_false(ok)
+    -- Its retries open the database breaker; the error says why.
+    assert.matches("mnemo.index: cannot use PostgreSQL", tostring(err))
+    assert.matches("Connection refused", tostring(err))
+    mnemo.breaker.get("database"):reset()
+    ok, err = pcall(mnemo.run, mnemo.index, { root = root, repository = "fixture", dsn = "not a dsn" })
+    assert.is_false(ok)
+    assert.equal("invalid_input", err.kind)
+    ok, err = pcall(mnemo.run, mnemo.index, { root = root .. "/no/such/dir", dsn = dsn })
+    assert.is_false(ok)
+    assert.matches("is not a directory", tostring(err))
+    assert.same(before, sql("SELECT count(*) AS n, max(indexed_at)::text AS t FROM code_chunks")[1])
+  end)
+
   it("searches by words and meaning, and walks the graph", function()
     -- shapes.py was rewritten above: `square` is defined only here now.
     h.write_file(root .. "/pkg/geometry.py", "def square(x):\n    return x * x\n")
     index()
     local hits = mnemo.run(mnemo.search, { query = "square", repository = "fixture", dsn = dsn, k = 5 })
     assert.is_true(#hits >= 1)
-    assert.matches("native cosine", hits.mode)
+    -- Either vector mode (tests/lua/vector_mode_spec.lua tests both).
+    assert.is_truthy(hits.mode:match("^native cosine") or hits.mode:match("^pgvector"), hits.mode)
     assert.equal("square", hits[1].name_path)
     assert.equal("pkg/geometry.py", hits[1].file_path)
     local near = mnemo.run(mnemo.graph.neighbors, { name_path = "total", repository = "fixture", dsn = dsn })

@@ -1,0 +1,142 @@
+-- The pipeline under real faults: an HTTP embedding server that answers
+-- 500 and then recovers, and a Redis killed with SIGKILL in the middle of a
+-- run. Real PostgreSQL (fresh database), real processes; the fast policy
+-- keeps retries and breaker recovery under a second.
+local mnemo = require "mnemo"
+local h = require "helpers"
+
+local NFILES = 40
+
+local function make_repo(n)
+  local root = os.tmpname()
+  os.remove(root)
+  assert(os.execute("mkdir -p '" .. root .. "/src'") == 0)
+  for i = 1, n do
+    h.write_file(("%s/src/mod%03d.py"):format(root, i), ([[
+import os
+
+
+class Store%d:
+    def load(self, key):
+        return os.path.join("data", key)
+
+    def save(self, key, value):
+        return self.load(key) + str(value)
+
+
+def helper_%d(x):
+    return Store%d().save("k", x)
+]]):format(i, i, i))
+  end
+  return root
+end
+
+describe("the pipeline under faults", function()
+  local dsn, lines, restore
+
+  local function sql(q, params)
+    return mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      local rows = c:exec(q, params)
+      c:close()
+      return rows
+    end)
+  end
+
+  setup(function()
+    dsn = h.pg_fresh_database()
+    mnemo.policy._reset()
+    assert(mnemo.policy.load("tests/fixtures/policies/fast.lua"))
+    mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      mnemo.pg.migrate(c, mnemo.pg.MIGRATIONS)
+      c:close()
+    end)
+  end)
+  teardown(function()
+    mnemo.policy._reset()
+  end)
+  before_each(function()
+    lines, restore = h.capture_log()
+  end)
+  after_each(function()
+    restore()
+  end)
+
+  local function transitions(breaker)
+    local seen = {}
+    for _, e in ipairs(h.events(lines, "breaker_transition")) do
+      if e.breaker == breaker then
+        seen[#seen + 1] = e.to
+      end
+    end
+    return table.concat(seen, ",")
+  end
+
+  it("stores every chunk while the embedder answers 500, then backfills every embedding", function()
+    local root = make_repo(12)
+    local server = h.fake_embedder("500,500,500,500,500,500,500,500,ok")
+    local ok, r = pcall(mnemo.run, mnemo.index, {
+      root = root, repository = "embed500", dsn = dsn, concurrency = 2, backfill_wait = 5,
+      embedder = mnemo.embed.http { url = server.url },
+      backfill = { backoff_base = 0.05, interval = 0.05 },
+    })
+    server.stop()
+    assert(ok, r)
+    assert.equal(12, r.files_indexed)
+    assert.equal(0, r.files_failed)
+    assert.is_true(r.embed_failures > 0, "the embedder failed at first")
+    assert.is_true(r.embeddings_backfilled > 0, "and the backfill caught up")
+    assert.equal(0, r.embeddings_pending)
+    local counts = sql([[SELECT count(*) AS chunks,
+        count(*) FILTER (WHERE embedding IS NULL) AS missing,
+        count(*) FILTER (WHERE array_length(embedding, 1) = 384) AS full
+      FROM code_chunks WHERE repository = 'embed500']])[1]
+    assert.equal(r.chunks, counts.chunks)
+    assert.equal(0, counts.missing)
+    assert.equal(counts.chunks, counts.full)
+    assert.equal(0, sql("SELECT count(*) AS n FROM pending_embeddings")[1].n)
+    assert.matches("^open,half_open.*,closed$", transitions("embedding"))
+  end)
+
+  it("indexes every file when Redis is killed mid-run, and uses Redis again once it is back", function()
+    local root = make_repo(NFILES)
+    local redis = h.redis_private_server()
+    local url = redis.start()
+    local killed_at
+    local r = mnemo.run(mnemo.index, {
+      root = root, repository = "rediskill", dsn = dsn, concurrency = 2, redis_url = url,
+      on_file = function(_, done)
+        if done == 10 then
+          killed_at = done
+          redis.kill()
+        end
+      end,
+    })
+    assert.equal(10, killed_at)
+    assert.equal(NFILES, r.files_indexed)
+    assert.equal(0, r.files_failed)
+    local stored = sql([[SELECT count(DISTINCT file_path) AS files, count(*) AS chunks FROM code_chunks
+      WHERE repository = 'rediskill']])[1]
+    assert.equal(NFILES, stored.files)
+    assert.equal(r.chunks, stored.chunks)
+    assert.matches("^open", transitions("redis"))
+
+    -- Back: after the breaker's recovery timeout the next run's writes go
+    -- to Redis again (half-open, then closed) and its keys are there.
+    redis.start()
+    mnemo.run(mnemo.sleep, 0.4)
+    local again = mnemo.run(mnemo.index, { root = root, repository = "rediskill", dsn = dsn, redis_url = url })
+    assert.equal(NFILES, again.files_unchanged)
+    assert.equal("closed", mnemo.breaker.get("redis"):state())
+    local key = "mnemo:" .. mnemo.indexer.cache_key(again.database, "rediskill", "src/mod001.py")
+    local value = mnemo.run(function()
+      local c = assert(mnemo.redis.connect(url))
+      local v = c:command("GET", key)
+      c:close()
+      return v
+    end)
+    assert.is_string(value)
+    redis.stop()
+  end)
+end)
