@@ -184,6 +184,8 @@ describe("mnemo.index", function()
   it("searches by words and meaning, and walks the graph", function()
     -- shapes.py was rewritten above: `square` is defined only here now.
     h.write_file(root .. "/pkg/geometry.py", "def square(x):\n    return x * x\n")
+    h.write_file(root .. "/pkg/box.py", "class Box:\n    def helper(self):\n        return 1\n\n"
+      .. "    def size(self):\n        return self.helper()\n")
     index()
     local hits = mnemo.run(mnemo.search, { query = "square", repository = "fixture", dsn = dsn, k = 5 })
     assert.is_true(#hits >= 1)
@@ -197,5 +199,10 @@ describe("mnemo.index", function()
       names[#names + 1] = n.name_path
     end
     assert.is_true(#names >= 1, "total calls square")
+    -- A call through self resolves to the method of the class.
+    near = mnemo.run(mnemo.graph.neighbors, { name_path = "Box.size", repository = "fixture", dsn = dsn, depth = 1 })
+    assert.equal(1, #near)
+    assert.equal("Box.helper", near[1].name_path)
+    assert.equal(1, near[1].depth)
   end)
 end)
