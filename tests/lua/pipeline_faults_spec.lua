@@ -99,6 +99,27 @@ describe("the pipeline under faults", function()
     assert.matches("^open,half_open.*,closed$", transitions("embedding"))
   end)
 
+  it("records a file whose parse exceeds its deadline as failed and indexes the rest", function()
+    local root = make_repo(8)
+    -- 2,000 lines of 1,000-deep parentheses: ~4 MB that tree-sitter needs
+    -- seconds for; the fast policy gives a parse 2 s.
+    local line = "x = " .. ("("):rep(1000) .. "1" .. (")"):rep(1000) .. "\n"
+    h.write_file(root .. "/src/zz_pathological.py", line:rep(2000))
+    local t0 = mnemo.now()
+    local r = mnemo.run(function()
+      return mnemo.index { root = root, repository = "slowparse", dsn = dsn, concurrency = 2,
+        max_file_bytes = 8 * 1024 * 1024, backfill = false }
+    end)
+    local elapsed = mnemo.now() - t0
+    assert.equal(8, r.files_indexed)
+    assert.equal(1, r.files_failed)
+    assert.equal(1, r.reasons.parse_timeout)
+    assert.is_true(elapsed < 6, ("the run took %.1f s"):format(elapsed))
+    local failed = h.events(lines, "file_failed")
+    assert.equal("src/zz_pathological.py", failed[1].file_path)
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE file_path = 'src/zz_pathological.py'")[1].n)
+  end)
+
   it("indexes every file when Redis is killed mid-run, and uses Redis again once it is back", function()
     local root = make_repo(NFILES)
     local redis = h.redis_private_server()
