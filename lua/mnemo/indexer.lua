@@ -203,15 +203,48 @@ local function embed_chunks(run, chunks)
   if degrade.mode("embedding") == "queue" then
     return nil
   end
-  local provider = run.embedder
-  local ok, res = pcall(guard.guard, "embed_batch", function()
-    return provider(chunks)
-  end)
-  if not ok then
-    run.report.embed_failures = run.report.embed_failures + 1
-    return nil
+  -- A provider other than the built-in one (a model server) is worth a
+  -- cache: an edited file re-embeds only the chunks that changed. The
+  -- vectors found are used now; new ones are cached after the commit.
+  local out, missing, keys = {}, chunks, nil
+  if run.embedding_cache_prefix then
+    keys, missing = {}, {}
+    for i, c in ipairs(chunks) do
+      keys[i] = run.embedding_cache_prefix .. core.hash64((c.name_path or "") .. "\n" .. (c.source or ""))
+      out[i] = run.cache:get(keys[i])
+      if not out[i] then
+        missing[#missing + 1] = c
+        missing[#missing].index = i
+      end
+    end
+    run.report.embeddings_cached = run.report.embeddings_cached + (#chunks - #missing)
   end
-  return res
+  if #missing > 0 then
+    local provider = run.embedder
+    local ok, res = pcall(guard.guard, "embed_batch", function()
+      return provider(missing)
+    end)
+    if not ok then
+      run.report.embed_failures = run.report.embed_failures + 1
+      return nil
+    end
+    if missing == chunks then
+      return res
+    end
+    for j, c in ipairs(missing) do
+      out[c.index] = res[j]
+    end
+  end
+  return out, keys
+end
+
+-- After the commit: the vectors of a file go to the cache.
+local function cache_embeddings(run, embeddings, keys)
+  if keys and embeddings then
+    for i, key in ipairs(keys) do
+      run.cache:set(key, embeddings[i], run.opts.cache_ttl)
+    end
+  end
 end
 
 local function record(run, file, outcome, reason)
@@ -316,7 +349,7 @@ local function index_one(run, w, file)
     local kind = errors.classify(chunks)
     return record(run, file, "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind))
   end
-  local embeddings = embed_chunks(run, chunks)
+  local embeddings, embedding_keys = embed_chunks(run, chunks)
   local sok, pending = pcall(guard.guard, "db_write", function()
     return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
   end, { context = context })
@@ -327,6 +360,7 @@ local function index_one(run, w, file)
     return record(run, file, "failed", "store_" .. errors.classify(pending))
   end
   run.cache:set(key, file.hash, run.opts.cache_ttl) -- only after the commit
+  cache_embeddings(run, embeddings, embedding_keys)
   run.report.chunks = run.report.chunks + #chunks
   if pending > 0 then
     run.queued = run.queued + pending
@@ -364,7 +398,9 @@ end
 --   embedder = fn(chunks) -> literals, concurrency = 4, progress = bool,
 --   backfill_wait = 5 (s to wait at the end for queued embeddings),
 --   backfill = { backoff_base = 1, interval = 1, batch = 64 } | false,
---   on_file = fn(path, done, total) called after each file }
+--   on_file = fn(path, done, total) called after each file,
+--   embedding_cache = true (a given embedder's vectors are cached by chunk
+--   content, under embedder_name = "custom") }
 -- -> report table.
 function _M.index(opts)
   if type(opts) ~= "table" or type(opts.root) ~= "string" then
@@ -390,10 +426,14 @@ function _M.index(opts)
     repository = opts.repository or opts.root:match("([^/]+)/*$"),
     chunker = opts.chunker or require("mnemo.chunker"),
     embedder = opts.embedder or embed.hashing(opts.dims),
+    -- Keyed by the provider's name (a model's vectors are not another's).
+    embedding_cache_prefix = opts.embedder and opts.embedding_cache ~= false
+      and ("emb:%s:"):format(opts.embedder_name or "custom") or nil,
     cache = cache,
     queued = 0,
     report = { files_total = 0, files_indexed = 0, files_unchanged = 0, files_skipped = 0, files_failed = 0,
-      chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embed_failures = 0, cache_hits = 0,
+      chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embeddings_cached = 0, embed_failures = 0,
+      cache_hits = 0,
       reasons = {} },
   }
   local st = uv.fs_stat(opts.root)

@@ -163,6 +163,29 @@ describe("mnemo.index", function()
     sql("DROP TRIGGER refuse_poison ON code_chunks")
   end)
 
+  it("re-embeds only the chunks that changed when the embedder is a model server", function()
+    local embedded = 0
+    local hashing = mnemo.embed.hashing(384)
+    local function counting(chunks)
+      embedded = embedded + #chunks
+      return hashing(chunks)
+    end
+    local repo = os.tmpname()
+    os.remove(repo)
+    mkdir(repo)
+    h.write_file(repo .. "/m.py", "def a():\n    return 1\n\n\ndef b():\n    return 2\n")
+    local cache = mnemo.cache.cascade { l1 = mnemo.cache.new { max_bytes = 1024 * 1024 } }
+    local r = index { root = repo, repository = "embcache", embedder = counting, cache = cache }
+    assert.equal(2, embedded)
+    assert.equal(0, r.embeddings_cached)
+    h.write_file(repo .. "/m.py", "def a():\n    return 1\n\n\ndef b():\n    return 3\n")
+    r = index { root = repo, repository = "embcache", embedder = counting, cache = cache }
+    assert.equal(1, r.files_indexed)
+    assert.equal(3, embedded, "only b() was embedded again")
+    assert.equal(1, r.embeddings_cached)
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE repository = 'embcache' AND embedding IS NULL")[1].n)
+  end)
+
   it("refuses a wrong DSN or a missing root with a clear error, and touches nothing", function()
     local before = sql("SELECT count(*) AS n, max(indexed_at)::text AS t FROM code_chunks")[1]
     local ok, err = pcall(mnemo.run, mnemo.index, { root = root, repository = "fixture",
