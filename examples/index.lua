@@ -13,31 +13,21 @@ mnemo.log.set_level(os.getenv("MNEMO_LOG_LEVEL") or "error")
 
 local conn = assert(mnemo.pg.connect(os.getenv("MNEMO_PG_DSN")))
 local applied = mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
+-- pgvector mode when the server has the extension: its one-time set-up
+-- (column, index) is done here rather than under the first search's deadline.
+local vmode = assert(require("mnemo.vector").ensure(conn))
 conn:close()
 if #applied > 0 then
   print("schema: applied " .. table.concat(applied, ", "))
 end
+print("vector search: " .. vmode.label)
 
-local l1 = mnemo.cache.new { max_bytes = 32 * 1024 * 1024 }
-local redis
-local url = os.getenv("MNEMO_REDIS_URL")
-if url and url ~= "" then
-  local err
-  redis, err = mnemo.redis.connect(url)
-  if not redis then
-    print("redis unavailable (" .. tostring(err) .. "): L1 cache only")
-  end
-end
-local cache = mnemo.cache.cascade { l1 = l1, redis = redis }
-
-local report = mnemo.index { root = root, repository = repository, cache = cache, progress = true }
+-- L1 + Redis ($MNEMO_REDIS_URL) by default; Redis down means L1 only.
+local report = mnemo.index { root = root, repository = repository, progress = true }
 mnemo.indexer.print_report(report)
 
 local hits = mnemo.search { query = "parse request", repository = repository, k = 3 }
 print(("search \"parse request\" (%s):"):format(hits.mode))
 for i, h in ipairs(hits) do
   print(("  %d. %s %s:%d-%d  score %.3f"):format(i, h.name_path, h.file_path, h.start_line, h.end_line, h.score))
-end
-if redis then
-  redis:close()
 end

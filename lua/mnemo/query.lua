@@ -3,7 +3,8 @@
 local core = require "mnemo_core"
 local guard = require "mnemo.guard"
 local pg = require "mnemo.pg"
-local log = require "mnemo.log"
+local errors = require "mnemo.errors"
+local vector = require "mnemo.vector"
 
 local _M = {}
 
@@ -33,29 +34,147 @@ function _M.chunks(opts)
   end)
 end
 
--- pgvector is not packaged for Debian 12: vectors are real[] and the
--- similarity is computed here, over the lexical candidates plus a bounded
--- sample of the rest.
-_M.VECTOR_MODE = "native cosine over real[] (pgvector not installed)"
+-- Two vector modes (lua/mnemo/vector.lua says how one is chosen):
+--   native   — vectors are real[] and the similarity is computed here, in C,
+--              over the lexical candidates plus a bounded sample of the rest;
+--   pgvector — candidates are the lexical matches plus the nearest
+--              neighbours by the HNSW index on embedding_v (cosine
+--              distance), and similarity is 1 - distance.
+-- Both score the same way: 0.5 * lexical (ts_rank of the chunks that match
+-- the query, normalised to the best; 0 for the others: ts_rank gives a
+-- non-match a tiny rank, which normalised to 1 when nothing matched) +
+-- 0.5 * cosine similarity. hits.mode says which one ran.
+_M.VECTOR_MODE = vector.NATIVE .. " (pgvector not installed)"
 
--- mnemo.search{query=, repository=, k=10} -> hits with score, lexical,
--- vector; under the vector_search timeout.
+local MAX_LEXICAL = 2000
+
+local function native_candidates(conn, opts, qvec)
+  local rows = conn:exec([[
+    SELECT id, file_path, name_path, kind, start_line, end_line, embedding::text AS embedding,
+           CASE WHEN to_tsvector('simple', name_path || ' ' || source) @@ plainto_tsquery('simple', $2)
+             THEN ts_rank(to_tsvector('simple', name_path || ' ' || source),
+                          plainto_tsquery('simple', $2)) ELSE 0 END AS lexical
+    FROM code_chunks
+    WHERE repository = $1
+      AND (to_tsvector('simple', name_path || ' ' || source) @@ plainto_tsquery('simple', $2)
+           OR embedding IS NOT NULL)
+    ORDER BY lexical DESC
+    LIMIT ]] .. MAX_LEXICAL, { opts.repository, opts.query })
+  for _, r in ipairs(rows) do
+    r.vector = r.embedding and core.cosine(qvec, r.embedding) or 0
+    r.embedding = nil
+  end
+  return rows
+end
+
+-- Lexical matches UNION the top-N nearest by the index. The ANN branch
+-- filters by repository after the index scan: pgvector 0.8's iterative
+-- scan keeps reading the index until N rows pass the filter.
+local function pgvector_candidates(conn, opts, qvec, state, k)
+  local s = state.schema
+  local n = math.min(1000, math.max(100, 10 * k, opts.candidates or 0))
+  local vtype = ("%s.vector(%d)"):format(s, vector.DIMS)
+  local dist = ("OPERATOR(%s.<=>)"):format(s)
+  local sql = ([[
+    WITH lex AS (
+      SELECT id FROM code_chunks
+      WHERE repository = $1
+        AND to_tsvector('simple', name_path || ' ' || source) @@ plainto_tsquery('simple', $2)
+      ORDER BY ts_rank(to_tsvector('simple', name_path || ' ' || source),
+                       plainto_tsquery('simple', $2)) DESC
+      LIMIT %d
+    ), ann AS (
+      SELECT id FROM code_chunks
+      WHERE repository = $1 AND embedding_v IS NOT NULL
+      ORDER BY embedding_v %s $3::%s
+      LIMIT $4
+    )
+    SELECT c.id, c.file_path, c.name_path, c.kind, c.start_line, c.end_line,
+           CASE WHEN c.id IN (SELECT id FROM lex)
+             THEN ts_rank(to_tsvector('simple', c.name_path || ' ' || c.source),
+                          plainto_tsquery('simple', $2)) ELSE 0 END AS lexical,
+           1 - (c.embedding_v %s $3::%s) AS vector
+    FROM code_chunks c
+    WHERE c.id IN (SELECT id FROM lex UNION SELECT id FROM ann)]]):format(MAX_LEXICAL, dist, vtype, dist, vtype)
+  -- The index's knobs for this query only (SET LOCAL): a search list as
+  -- long as the candidates wanted, and pgvector 0.8's iterative scan.
+  local rows = conn:transaction(function(tx)
+    tx:exec(("SET LOCAL hnsw.ef_search = %d"):format(n))
+    if vector.version_at_least(state.version, "0.8.0") then
+      tx:exec("SET LOCAL hnsw.iterative_scan = relaxed_order")
+    end
+    return tx:exec(sql, { opts.repository, opts.query, vector.literal(qvec), n })
+  end)
+  for _, r in ipairs(rows) do
+    -- NULL (no pgvector form) or NaN (a zero vector): no similarity, as
+    -- core.cosine says for those.
+    if not r.vector or r.vector ~= r.vector then
+      r.vector = 0
+    end
+  end
+  return rows
+end
+
+-- The mode for this search: state from vector.ensure, or a native one.
+local function choose_mode(conn, opts, dims)
+  local want = opts.vector_mode or os.getenv("MNEMO_VECTOR_MODE") or "auto"
+  if want == "" then
+    want = "auto"
+  end
+  if want == "native" then
+    return { mode = "native", label = vector.NATIVE .. " (native mode requested)" }
+  elseif want ~= "auto" and want ~= "pgvector" then
+    error(errors.new("invalid_input", ("search: vector_mode must be auto, native or pgvector, got %s")
+      :format(tostring(want))), 0)
+  end
+  local state, err = vector.ensure(conn)
+  if not state then
+    error(err, 0)
+  end
+  if state.mode == "pgvector" and dims ~= vector.DIMS then
+    state = { mode = "native", label = ("%s (query has %d dims; the pgvector column holds %d)")
+      :format(vector.NATIVE, dims, vector.DIMS) }
+  end
+  if want == "pgvector" and state.mode ~= "pgvector" then
+    error(errors.new("not_found", "search: pgvector mode requested, but: " .. state.label), 0)
+  end
+  return state
+end
+
+-- Rows whose schema vanished under a cached pgvector state: the column,
+-- its function or the extension were dropped (a re-created database).
+local SCHEMA_GONE = { ["42703"] = true, ["42883"] = true, ["42704"] = true, ["42P01"] = true }
+
+-- mnemo.search{query=, repository=, k=10, dims=384, vector_mode="auto"}
+-- -> hits with score, lexical, vector; hits.mode names the vector mode.
+-- vector_mode: "auto" (pgvector when the server has it, else native; the
+-- default, or $MNEMO_VECTOR_MODE), "native", or "pgvector" (an error when
+-- it cannot be used). Under the vector_search timeout.
 function _M.search(opts)
   local k = opts.k or 10
-  local dims = opts.dims or 384
+  local dims = opts.dims or vector.DIMS
   local qvec = core.embed_hashing(opts.query, dims)
   return guard.guard("vector_search", function()
     return with_conn(opts, function(conn)
-      local rows = conn:exec([[
-        SELECT id, file_path, name_path, kind, start_line, end_line, embedding::text AS embedding,
-               ts_rank(to_tsvector('simple', name_path || ' ' || source),
-                       plainto_tsquery('simple', $2)) AS lexical
-        FROM code_chunks
-        WHERE repository = $1
-          AND (to_tsvector('simple', name_path || ' ' || source) @@ plainto_tsquery('simple', $2)
-               OR embedding IS NOT NULL)
-        ORDER BY lexical DESC
-        LIMIT 2000]], { opts.repository, opts.query })
+      local state = choose_mode(conn, opts, dims)
+      local rows
+      if state.mode == "pgvector" then
+        local ok, res = pcall(pgvector_candidates, conn, opts, qvec, state, k)
+        if not ok and type(res) == "table" and SCHEMA_GONE[res.sqlstate] then
+          vector.forget(conn.dsn)
+          state = choose_mode(conn, opts, dims)
+          if state.mode == "pgvector" then
+            res = pgvector_candidates(conn, opts, qvec, state, k)
+          else
+            res = native_candidates(conn, opts, qvec)
+          end
+        elseif not ok then
+          error(res, 0)
+        end
+        rows = res
+      else
+        rows = native_candidates(conn, opts, qvec)
+      end
       local max_lex = 0
       for _, r in ipairs(rows) do
         if r.lexical > max_lex then
@@ -63,19 +182,21 @@ function _M.search(opts)
         end
       end
       for _, r in ipairs(rows) do
-        r.vector = r.embedding and core.cosine(qvec, r.embedding) or 0
         r.lexical = max_lex > 0 and r.lexical / max_lex or 0
         r.score = 0.5 * r.lexical + 0.5 * r.vector
-        r.embedding = nil
       end
+      -- Ties broken by id, so both modes rank equal scores the same way.
       table.sort(rows, function(a, b)
-        return a.score > b.score
+        if a.score ~= b.score then
+          return a.score > b.score
+        end
+        return a.id < b.id
       end)
       local hits = {}
       for i = 1, math.min(k, #rows) do
         hits[i] = rows[i]
       end
-      hits.mode = _M.VECTOR_MODE
+      hits.mode = state.label
       return hits
     end)
   end)
@@ -104,44 +225,6 @@ function _M.neighbors(opts)
         WHERE depth > 0 GROUP BY name_path, file_path ORDER BY depth, name_path]],
         { opts.repository, opts.name_path, depth })
     end)
-  end)
-end
-
--- One pass of the backfill: embeds up to `batch` queued chunks whose time
--- has come. Returns how many were embedded and how many remain queued.
-function _M.backfill(opts)
-  local embedder = opts.embedder
-  return with_conn(opts, function(conn)
-    local rows = conn:exec([[
-      SELECT c.id, c.name_path, c.source, p.attempts FROM pending_embeddings p
-      JOIN code_chunks c ON c.id = p.chunk_id
-      WHERE p.next_attempt_at <= now() AND ($1::text IS NULL OR c.repository = $1)
-      ORDER BY p.next_attempt_at LIMIT $2]], { opts.repository, opts.batch or 64, n = 2 })
-    local done = 0
-    if #rows > 0 then
-      local ok, vectors = pcall(guard.guard, "embed_batch", function()
-        return embedder(rows)
-      end)
-      if ok then
-        conn:transaction(function(tx)
-          for i, r in ipairs(rows) do
-            tx:exec("UPDATE code_chunks SET embedding = $2::real[] WHERE id = $1", { r.id, vectors[i] })
-            tx:exec("DELETE FROM pending_embeddings WHERE chunk_id = $1", { r.id })
-          end
-        end)
-        done = #rows
-      else
-        for _, r in ipairs(rows) do
-          -- Back off per chunk: 2^attempts seconds, at most 10 minutes.
-          conn:exec([[UPDATE pending_embeddings SET attempts = attempts + 1, last_error = $2,
-            next_attempt_at = now() + make_interval(secs => least(600, power(2, attempts + 1)))
-            WHERE chunk_id = $1]], { r.id, tostring(vectors) })
-        end
-        log.emit("warn", "backfill_failed", { chunks = #rows, error = tostring(vectors) })
-      end
-    end
-    local left = conn:exec("SELECT count(*) AS n FROM pending_embeddings")[1].n
-    return done, left
   end)
 end
 
