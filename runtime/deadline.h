@@ -51,10 +51,9 @@ struct mnemo_deadline {
 
 /* Starts a deadline timeout_ns from now (MNEMO_DEADLINE_NONE: unbounded)
  * under `parent` (may be NULL). If the parent has already expired, the
- * new deadline starts expired, without calling on_expire. "Now" is a fresh
- * reading of the clock, not the loop's cached time: after a long loop
- * iteration that one lags, and a deadline counted from it would end
- * early. */
+ * new deadline starts expired, without calling on_expire. "Now" is
+ * mnemo_clock_start_bound(), not the loop's cached time, which lags after
+ * a long loop iteration: a deadline never ends early. */
 void mnemo_deadline_enter(mnemo_deadline_t *d, mnemo_timers_t *timers,
                           mnemo_deadline_t *parent, uint64_t timeout_ns,
                           mnemo_deadline_cb on_expire, void *data);
