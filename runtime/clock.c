@@ -1,7 +1,5 @@
 #include "clock.h"
 
-#include <time.h>
-
 void mnemo_clock_init(mnemo_clock_t *clock, uv_loop_t *loop) {
   clock->loop = loop;
   clock->is_virtual = 0;
@@ -12,23 +10,6 @@ uint64_t mnemo_clock_now(const mnemo_clock_t *clock) {
   if (clock->is_virtual)
     return clock->virtual_ns;
   return uv_hrtime();
-}
-
-uint64_t mnemo_clock_start_bound(const mnemo_clock_t *clock) {
-  static uint64_t resolution_ns; /* the same for every thread: a benign race */
-  struct timespec ts;
-  if (clock->is_virtual)
-    return clock->virtual_ns;
-  if (resolution_ns == 0) {
-    clock_getres(CLOCK_MONOTONIC_COARSE, &ts);
-    resolution_ns =
-        (uint64_t)ts.tv_sec * MNEMO_NS_PER_SEC + (uint64_t)ts.tv_nsec + 1;
-  }
-  /* CLOCK_MONOTONIC_COARSE is CLOCK_MONOTONIC (libuv's base) read at the
-   * last tick. */
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * MNEMO_NS_PER_SEC + (uint64_t)ts.tv_nsec +
-         resolution_ns;
 }
 
 uint64_t mnemo_clock_cached(const mnemo_clock_t *clock) {

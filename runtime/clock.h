@@ -24,13 +24,6 @@ void mnemo_clock_init(mnemo_clock_t *clock, uv_loop_t *loop);
 /* Precise current time (one clock read in real mode). For measuring. */
 uint64_t mnemo_clock_now(const mnemo_clock_t *clock);
 
-/* A cheap reading that is never behind the true time: the kernel's coarse
- * clock (a few ns, no system call) plus its resolution, so at most one
- * tick (1-4 ms) ahead. Deadlines and timers count from it: counted from
- * the loop's cached time, which lags after a long iteration, they ended
- * early; counted from it, they end at most a tick late. */
-uint64_t mnemo_clock_start_bound(const mnemo_clock_t *clock);
-
 /* The loop's cached time (millisecond resolution, no system call), the
  * base every timer is scheduled on. For the hot path. */
 uint64_t mnemo_clock_cached(const mnemo_clock_t *clock);

@@ -20,7 +20,7 @@ static void init_common(mnemo_deadline_t *d, mnemo_deadline_t *parent,
 void mnemo_deadline_enter(mnemo_deadline_t *d, mnemo_timers_t *timers,
                           mnemo_deadline_t *parent, uint64_t timeout_ns,
                           mnemo_deadline_cb on_expire, void *data) {
-  uint64_t now = mnemo_clock_start_bound(timers->clock);
+  uint64_t now = mnemo_clock_now(timers->clock);
   uint64_t due = timeout_ns == MNEMO_DEADLINE_NONE ||
                          timeout_ns > MNEMO_DEADLINE_NONE - 1 - now
                      ? MNEMO_DEADLINE_NONE

@@ -51,9 +51,11 @@ struct mnemo_deadline {
 
 /* Starts a deadline timeout_ns from now (MNEMO_DEADLINE_NONE: unbounded)
  * under `parent` (may be NULL). If the parent has already expired, the
- * new deadline starts expired, without calling on_expire. "Now" is
- * mnemo_clock_start_bound(), not the loop's cached time, which lags after
- * a long loop iteration: a deadline never ends early. */
+ * new deadline starts expired, without calling on_expire. "Now" is a
+ * precise reading, not the loop's cached time, which lags after a long
+ * loop iteration (a deadline counted from it ended early). The kernel's
+ * coarse clock is no substitute: under kvm it lags by up to 7 ms, more
+ * than its stated 4 ms resolution. */
 void mnemo_deadline_enter(mnemo_deadline_t *d, mnemo_timers_t *timers,
                           mnemo_deadline_t *parent, uint64_t timeout_ns,
                           mnemo_deadline_cb on_expire, void *data);

@@ -142,8 +142,8 @@ void mnemo_timer_start_at(mnemo_timers_t *timers, mnemo_timer_t *timer,
 
 void mnemo_timer_start(mnemo_timers_t *timers, mnemo_timer_t *timer,
                        uint64_t delay_ns) {
-  /* Not the loop's cached time: see mnemo_clock_start_bound. */
-  uint64_t now = mnemo_clock_start_bound(timers->clock);
+  /* Not the loop's cached time: see mnemo_deadline_enter. */
+  uint64_t now = mnemo_clock_now(timers->clock);
   uint64_t due = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
   mnemo_timer_start_at(timers, timer, due);
 }

@@ -48,8 +48,8 @@ void mnemo_timer_init(mnemo_timer_t *timer, mnemo_timer_cb cb, void *data);
 /* (Re)starts the timer to fire at an absolute time on the clock. */
 void mnemo_timer_start_at(mnemo_timers_t *timers, mnemo_timer_t *timer,
                           uint64_t due_ns);
-/* (Re)starts the timer to fire delay_ns from now (from
- * mnemo_clock_start_bound(): never early, at most a clock tick late). */
+/* (Re)starts the timer to fire delay_ns from now (a precise reading, see
+ * mnemo_deadline_enter). */
 void mnemo_timer_start(mnemo_timers_t *timers, mnemo_timer_t *timer,
                        uint64_t delay_ns);
 void mnemo_timer_stop(mnemo_timer_t *timer);

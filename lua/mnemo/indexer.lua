@@ -116,36 +116,6 @@ function _M.walk(root, opts)
   return files, skipped
 end
 
--- One file's rows go to PostgreSQL as JSON documents, so a file costs the
--- same few round trips whatever its number of chunks and references.
-local STORE_CHUNKS = [[
-  WITH r AS (
-    SELECT * FROM jsonb_to_recordset($5::jsonb) AS r(i integer, name_path text, kind text,
-      start_line integer, end_line integer, source text, embedding text)
-  ), ins AS (
-    INSERT INTO code_chunks (repository, file_path, chunk_index, content_hash, name_path, kind, language,
-      start_line, end_line, source, embedding)
-    SELECT $1, $2, r.i, $3, r.name_path, r.kind, $4, r.start_line, r.end_line, r.source, r.embedding::real[]
-    FROM r
-    RETURNING id, embedding IS NULL AS pending
-  )
-  INSERT INTO pending_embeddings (chunk_id) SELECT id FROM ins WHERE pending]]
-
-local STORE_GRAPH = [[
-  WITH nodes AS (
-    INSERT INTO graph_nodes (repository, name_path, file_path, kind)
-    SELECT DISTINCT ON (name_path) $1, name_path, $2, kind
-    FROM jsonb_to_recordset($3::jsonb) AS c(name_path text, kind text)
-    ORDER BY name_path
-    ON CONFLICT (repository, name_path, file_path) DO UPDATE SET kind = EXCLUDED.kind
-    RETURNING id, name_path
-  )
-  INSERT INTO graph_edges (repository, source_id, target_name, kind, file_path)
-  SELECT DISTINCT $1, nodes.id, e.target, e.kind, $2
-  FROM jsonb_to_recordset($4::jsonb) AS e(name_path text, target text, kind text)
-  JOIN nodes USING (name_path)
-  ON CONFLICT DO NOTHING]]
-
 -- Calls through the receiver (`self.area`, `this.render`, `cls.make`)
 -- name a method: the edge keeps the method's name, which the graph query
 -- resolves against `Class.method` name paths.
@@ -164,10 +134,11 @@ local function json_list(list)
 end
 
 -- Writes one file's chunks, graph and pending embeddings in one
--- transaction: the file's old rows are replaced, so re-indexing (or a
--- retry after an unknown COMMIT outcome) never duplicates. A transaction
--- advisory lock on the file serialises two processes writing it at once.
--- Returns how many chunks wait for their embedding.
+-- transaction (BEGIN, one call, COMMIT — the rows travel as JSON
+-- documents): the file's old rows are replaced, so re-indexing (or a retry
+-- after an unknown COMMIT outcome) never duplicates, and an advisory lock
+-- on the file serialises two processes writing it at once. Returns how
+-- many chunks wait for their embedding.
 local function store_file(conn, repo, file, chunks, embeddings)
   local rows, nodes, edges, pending = {}, {}, {}, 0
   for i, c in ipairs(chunks) do
@@ -185,13 +156,9 @@ local function store_file(conn, repo, file, chunks, embeddings)
   end
   local chunk_doc, node_doc, edge_doc = json_list(rows), json_list(nodes), json_list(edges)
   conn:transaction(function(tx)
-    tx:exec("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", { repo, file.rel })
-    tx:exec([[WITH c AS (DELETE FROM code_chunks WHERE repository = $1 AND file_path = $2)
-      DELETE FROM graph_nodes WHERE repository = $1 AND file_path = $2]], { repo, file.rel })
-    if #rows > 0 then
-      tx:exec(STORE_CHUNKS, { repo, file.rel, file.hash, file.language, chunk_doc })
-      tx:exec(STORE_GRAPH, { repo, file.rel, node_doc, edge_doc })
-    end
+    -- db/migrations/004_store_file.sql: lock, delete, insert in one call.
+    tx:exec("SELECT mnemo_store_file($1, $2, $3, $4, $5, $6, $7)",
+      { repo, file.rel, file.hash, file.language, chunk_doc, node_doc, edge_doc })
   end)
   return pending
 end
@@ -328,12 +295,7 @@ local function index_one(run, w, file)
     run.report.cache_hits = run.report.cache_hits + 1
     return record(run, file, "unchanged")
   end
-  local stored = guard.guard("db_query", function()
-    return worker_conn(run, w):query(
-      "SELECT content_hash FROM code_chunks WHERE repository = $1 AND file_path = $2 LIMIT 1",
-      { run.repository, file.rel })
-  end)
-  if stored and stored[1] and stored[1].content_hash == file.hash then
+  if run.stored[file.rel] == file.hash then
     run.cache:set(key, file.hash, run.opts.cache_ttl)
     return record(run, file, "unchanged")
   end
@@ -464,6 +426,19 @@ function _M.index(opts)
   if pending_before > 0 then
     run.start_backfill()
   end
+  -- What the database holds, read once: a file whose content hash is
+  -- there already is unchanged (one query per run, not one per file).
+  run.stored = guard.guard("db_query", function()
+    local w = {}
+    local rows = worker_conn(run, w):query([[SELECT DISTINCT ON (file_path) file_path, content_hash
+      FROM code_chunks WHERE repository = $1]], { run.repository })
+    w.conn:close()
+    local map = {}
+    for _, row in ipairs(rows) do
+      map[row.file_path] = row.content_hash
+    end
+    return map
+  end)
 
   local files, skipped = _M.walk(opts.root, opts)
   run.report.files_total = #files + #skipped
