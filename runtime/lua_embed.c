@@ -2,6 +2,7 @@
  * PostgreSQL array literals ("{0.1,-0.2,...}"), the form real[] columns
  * take and give back, so nothing converts them twice. */
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,42 @@
 #include "embed.h"
 #include "text.h"
 #include "lua_mnemo.h"
+
+/* Writes v with 7 decimals, trailing zeros trimmed ("0", "-0.0421337").
+ * Components of a unit vector lie in [-1, 1]: fixed point by integer
+ * arithmetic is exact enough (1e-7) and about ten times faster than
+ * snprintf("%.6g"), which took a quarter of the indexer's loop thread.
+ * Anything else goes through snprintf. Returns the length. */
+static int format_component(char *out, size_t cap, float v) {
+  long long scaled;
+  int len = 0, digits, i;
+  char frac[7];
+  if (!(v > -1.0f && v < 1.0f))
+    return snprintf(out, cap, "%.6g", (double)v);
+  scaled = llroundf(v * 1e7f);
+  if (scaled == 0) {
+    out[0] = '0';
+    return 1;
+  }
+  if (scaled < 0) {
+    out[len++] = '-';
+    scaled = -scaled;
+  }
+  if (scaled >= 10000000) { /* rounded up to 1 */
+    out[len++] = '1';
+    return len;
+  }
+  for (i = 6; i >= 0; i--) {
+    frac[i] = (char)('0' + scaled % 10);
+    scaled /= 10;
+  }
+  for (digits = 7; frac[digits - 1] == '0'; digits--)
+    ;
+  out[len++] = '0';
+  out[len++] = '.';
+  memcpy(out + len, frac, (size_t)digits);
+  return len + digits;
+}
 
 /* Pushes v as a PostgreSQL array literal. */
 static void push_literal(lua_State *L, const float *v, int dims) {
@@ -18,8 +55,9 @@ static void push_literal(lua_State *L, const float *v, int dims) {
   luaL_buffinit(L, &b);
   luaL_addchar(&b, '{');
   for (i = 0; i < dims; i++) {
-    int n = snprintf(num, sizeof(num), i ? ",%.6g" : "%.6g", (double)v[i]);
-    luaL_addlstring(&b, num, (size_t)n);
+    if (i)
+      luaL_addchar(&b, ',');
+    luaL_addlstring(&b, num, (size_t)format_component(num, sizeof(num), v[i]));
   }
   luaL_addchar(&b, '}');
   luaL_pushresult(&b);
