@@ -118,16 +118,6 @@ function Handle:stop()
   end
 end
 
-local function connect(dsn)
-  return guard.guard("db_connect", function()
-    local c, err = pg.connect(dsn)
-    if not c then
-      error(err, 0)
-    end
-    return c
-  end)
-end
-
 function _M.start(opts)
   if type(opts) ~= "table" or type(opts.embedder) ~= "function" then
     error("backfill.start: expected { embedder = fn, ... }", 2)
@@ -147,7 +137,7 @@ function _M.start(opts)
         self.busy = true
         local ok, done, left = pcall(function()
           if not conn or conn.broken then
-            conn = connect(dsn)
+            conn = pg.connect_guarded(dsn)
           end
           return _M.pass(conn, opts)
         end)

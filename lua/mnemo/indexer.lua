@@ -244,13 +244,7 @@ end
 -- A worker's connection, (re)opened under the db_connect policy.
 local function worker_conn(run, w)
   if not w.conn or w.conn.broken then
-    w.conn = guard.guard("db_connect", function()
-      local c, err = pg.connect(run.dsn)
-      if not c then
-        error(err, 0)
-      end
-      return c
-    end)
+    w.conn = pg.connect_guarded(run.dsn)
   end
   return w.conn
 end

@@ -47,6 +47,18 @@ local function wait_on(conn, start)
   return a, b, c
 end
 
+-- pg.connect under the policy's `db_connect` operation (timeout, retries,
+-- the database breaker); raises the classified error.
+function _M.connect_guarded(dsn)
+  return require("mnemo.guard").guard("db_connect", function()
+    local c, err = _M.connect(dsn)
+    if not c then
+      error(err, 0)
+    end
+    return c
+  end)
+end
+
 -- A PostgreSQL array literal of text values (for $n::text[] parameters):
 -- every element quoted, backslashes and quotes escaped; nil -> NULL.
 function _M.text_array(list, n)

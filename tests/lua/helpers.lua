@@ -170,6 +170,27 @@ function _M.pg_fresh_database()
   return (base:gsub("/[^/]*$", "/" .. name))
 end
 
+-- A fresh database with the shipped schema applied.
+function _M.pg_migrated_database()
+  local dsn = _M.pg_fresh_database()
+  mnemo.run(function()
+    local c = assert(mnemo.pg.connect(dsn))
+    mnemo.pg.migrate(c, mnemo.pg.MIGRATIONS)
+    c:close()
+  end)
+  return dsn
+end
+
+-- Runs one statement on its own connection (from outside any task).
+function _M.sql(dsn, q, params)
+  return mnemo.run(function()
+    local c = assert(mnemo.pg.connect(dsn))
+    local rows = c:exec(q, params)
+    c:close()
+    return rows
+  end)
+end
+
 -- Starts a private redis-server in a fresh directory; returns
 -- { url =, dir =, pid = fn, kill = fn (SIGKILL), start = fn, stop = fn }.
 function _M.redis_private_server()

@@ -44,15 +44,10 @@ end
 describe("mnemo.index", function()
   local dsn, root, lines, restore
   setup(function()
-    dsn = h.pg_fresh_database()
+    dsn = h.pg_migrated_database()
     root = make_repo()
     mnemo.policy._reset()
     assert(mnemo.policy.load("policies/default.lua"))
-    mnemo.run(function()
-      local c = assert(mnemo.pg.connect(dsn))
-      mnemo.pg.migrate(c, mnemo.pg.MIGRATIONS)
-      c:close()
-    end)
   end)
   before_each(function()
     lines, restore = h.capture_log()
@@ -71,12 +66,7 @@ describe("mnemo.index", function()
   end
 
   local function sql(q, params)
-    return mnemo.run(function()
-      local c = assert(mnemo.pg.connect(dsn))
-      local rows = c:exec(q, params)
-      c:close()
-      return rows
-    end)
+    return h.sql(dsn, q, params)
   end
 
   it("indexes code, skips what it cannot, and says why", function()

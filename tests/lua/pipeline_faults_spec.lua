@@ -35,23 +35,13 @@ describe("the pipeline under faults", function()
   local dsn, lines, restore
 
   local function sql(q, params)
-    return mnemo.run(function()
-      local c = assert(mnemo.pg.connect(dsn))
-      local rows = c:exec(q, params)
-      c:close()
-      return rows
-    end)
+    return h.sql(dsn, q, params)
   end
 
   setup(function()
-    dsn = h.pg_fresh_database()
+    dsn = h.pg_migrated_database()
     mnemo.policy._reset()
     assert(mnemo.policy.load("tests/fixtures/policies/fast.lua"))
-    mnemo.run(function()
-      local c = assert(mnemo.pg.connect(dsn))
-      mnemo.pg.migrate(c, mnemo.pg.MIGRATIONS)
-      c:close()
-    end)
   end)
   teardown(function()
     mnemo.policy._reset()

@@ -39,14 +39,7 @@ export function parseDate(text) {
   return root
 end
 
-local function sql(dsn, q, params)
-  return mnemo.run(function()
-    local c = assert(mnemo.pg.connect(dsn))
-    local rows = c:exec(q, params)
-    c:close()
-    return rows
-  end)
-end
+local sql = h.sql
 
 -- Is the extension installed on the test server (its files, not CREATEd)?
 local function pgvector_on_server()
