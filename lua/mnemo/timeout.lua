@@ -42,7 +42,10 @@ core.set_cancel_hook(function(scope)
   if set then
     opened[scope] = nil
     for handle in pairs(set) do
-      if not handle:is_closing() then
+      -- A handle closed (and released by luv) meanwhile raises on any
+      -- method call: nothing is left to close then.
+      local ok, closing = pcall(handle.is_closing, handle)
+      if ok and not closing then
         handle:close()
       end
     end
