@@ -4,7 +4,7 @@ PKGS := luajit libuv hiredis libpq tree-sitter
 BUILD := build
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
 LUV_CFLAGS := -isystem /usr/include/lua5.1
 LUV_LIBS := -llua5.1-luv
 

@@ -22,6 +22,16 @@ if #applied > 0 then
 end
 print("vector search: " .. vmode.label)
 
+-- Errors go to error_logs; health, metrics and the dashboard are served
+-- while the run lasts ($MNEMO_HTTP_ADDR, else a free loopback port).
+mnemo.tracking.start {}
+local server, serr = mnemo.http.serve { addr = os.getenv("MNEMO_HTTP_ADDR") or "127.0.0.1:0" }
+if server then
+  print(("serving %s/health  %s/metrics  %s/monitoring/errors"):format(server:url(), server:url(), server:url()))
+else
+  print("not serving HTTP: " .. tostring(serr))
+end
+
 -- L1 + Redis ($MNEMO_REDIS_URL) by default; Redis down means L1 only.
 local report = mnemo.index { root = root, repository = repository, progress = true }
 mnemo.indexer.print_report(report)
@@ -30,4 +40,8 @@ local hits = mnemo.search { query = "parse request", repository = repository, k 
 print(("search \"parse request\" (%s):"):format(hits.mode))
 for i, h in ipairs(hits) do
   print(("  %d. %s %s:%d-%d  score %.3f"):format(i, h.name_path, h.file_path, h.start_line, h.end_line, h.score))
+end
+mnemo.tracking.stop { flush = true }
+if server then
+  server:close()
 end

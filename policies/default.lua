@@ -10,6 +10,8 @@ return {
     cache_operation = 1.0,
     database_query = 10.0,
     index_file = 30.0,
+    error_flush = 5.0,
+    alert_webhook = 5.0,
     default = 30.0,
   },
   retry = {
@@ -23,6 +25,7 @@ return {
     redis = { failure_threshold = 5, recovery_timeout = 30, half_open_max_calls = 1 },
     embedding = { failure_threshold = 3, recovery_timeout = 60, critical = true },
     database = { failure_threshold = 3, recovery_timeout = 10, critical = true },
+    alert_webhook = { failure_threshold = 3, recovery_timeout = 60 },
   },
   bulkheads = {
     embedding = { max_concurrent = 4, max_queue = 64, max_wait = 2.0 },
@@ -41,5 +44,18 @@ return {
     graph_neighbors = { timeout = "graph_traversal", retry = "database", breaker = "database", idempotent = true },
     vector_search = { timeout = "vector_search", retry = "database", breaker = "database", idempotent = true },
     index_file = { timeout = "index_file" },
+    -- Error tracking's own writes: no retry (the flusher tries again at its
+    -- next interval, the batch kept), no shared breaker (a failing flush
+    -- must not fail the pipeline's database calls).
+    error_flush = { timeout = "error_flush" },
+    -- An alert POST is not repeated by the guard; the next check retries.
+    alert_webhook = { timeout = "alert_webhook", breaker = "alert_webhook" },
   },
+  -- Error events: held in memory (newest kept), aggregated per window,
+  -- flushed in batches, pruned after retention_days.
+  error_tracking = { capacity = 10000, window = 60, batch = 500, interval = 1, retention_days = 30 },
+  -- Alert when, in the last `window` seconds, there are more than
+  -- `critical` CRITICAL, `error` ERROR, `warning` WARNING events;
+  -- webhook = "http://..." to be POSTed each alert.
+  alerts = { interval = 60, window = 3600, critical = 0, error = 10, warning = 50 },
 }

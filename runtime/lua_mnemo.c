@@ -25,5 +25,7 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_redis(L);
   mnemo_open_cache(L);
   mnemo_open_chunker(L);
+  mnemo_open_error_track(L);
+  mnemo_open_http(L);
   return 1;
 }

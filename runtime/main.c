@@ -1,5 +1,6 @@
 /* mnemo-run: command line parsing; the work happens in host.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host.h"
@@ -54,6 +55,11 @@ static const char migrate_code[] =
     "  #applied > 0 and (' (' .. table.concat(applied, ', ') .. ')') or ', "
     "schema up to date'))\n";
 
+/* --serve ADDR: mnemo.http serves its registry's routes, then the script
+ * (or -e code) runs as it would have without --serve. */
+static const char serve_code[] =
+    "return require('mnemo.http').serve_main(...)\n";
+
 static const char usage[] =
     "usage: %s [options] [script.lua [args...]]\n"
     "  -e CODE      run CODE instead of a script file\n"
@@ -65,6 +71,11 @@ static const char usage[] =
     "                        an operation gets (with --policy, from it)\n"
     "  --migrate [DIR]       apply the schema migrations (db/migrations) to\n"
     "                        the database at $MNEMO_PG_DSN, and exit\n"
+    "  --serve ADDR          serve HTTP on ADDR (HOST:PORT, port 0 picks a\n"
+    "                        free one; `mnemo: serving URL` on stderr) with\n"
+    "                        the mnemo.http routes (GET /health, ...) while\n"
+    "                        the script runs, and after it until SIGINT or\n"
+    "                        SIGTERM (exit 130 or 143); no script: just serve\n"
     "  --version    print the version and exit\n"
     "  -h, --help   print this help and exit\n"
     "The script runs as a task on the event loop (it may call mnemo.sleep);\n"
@@ -72,8 +83,41 @@ static const char usage[] =
     "Exit status: 0 ok, 1 uncaught error, 2 usage or unreadable script,\n"
     "128+N stopped by signal N.\n";
 
+/* Runs `serve_code` with (ADDR, MODE, TARGET, script args...) as its `...`:
+ * MODE is "file" (TARGET the script), "code" (TARGET the -e code) or
+ * "none". `first` is the index of the script, or of the first argument
+ * after the options with -e. */
+static int run_serving(mnemo_host_options_t *o, const char *addr, int first) {
+  const char *mode = o->code ? "code" : o->script ? "file" : "none";
+  const char *target = o->code ? o->code : o->script ? o->script : "";
+  int from = o->script ? first + 1 : first;
+  int nargs = o->argc > from ? o->argc - from : 0, k, rc;
+  char **argv = calloc((size_t)nargs + 6, sizeof(*argv));
+
+  if (argv == NULL) {
+    fprintf(stderr, "%s: out of memory\n", o->program);
+    return MNEMO_EXIT_ERROR;
+  }
+  argv[0] = o->argv[0];
+  argv[1] = "--serve";
+  argv[2] = (char *)addr;
+  argv[3] = (char *)mode;
+  argv[4] = (char *)target;
+  for (k = 0; k < nargs; k++)
+    argv[5 + k] = o->argv[from + k];
+  o->argv = argv;
+  o->argc = 5 + nargs;
+  o->script_index = 1; /* `...` = ADDR, MODE, TARGET, args */
+  o->code = serve_code;
+  o->script = NULL;
+  rc = mnemo_host_run(o);
+  free(argv);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   mnemo_host_options_t options;
+  const char *serve = NULL;
   int i;
 
   memset(&options, 0, sizeof(options));
@@ -113,6 +157,13 @@ int main(int argc, char **argv) {
         options.argc = i + 1;
         return mnemo_host_run(&options);
       }
+    } else if (strcmp(a, "--serve") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "%s: --serve needs an address (HOST:PORT)\n",
+                options.program);
+        return MNEMO_EXIT_USAGE;
+      }
+      serve = argv[++i];
     } else if (strcmp(a, "--migrate") == 0) {
       options.code = migrate_code;
       options.script_index = i;
@@ -134,9 +185,11 @@ int main(int argc, char **argv) {
   } else if (options.code != NULL) {
     /* As luajit does for -e: the arguments after the options start at 1. */
     options.script_index = i - 1;
-  } else {
+  } else if (serve == NULL) {
     fprintf(stderr, usage, options.program);
     return MNEMO_EXIT_USAGE;
   }
+  if (serve != NULL)
+    return run_serving(&options, serve, i);
   return mnemo_host_run(&options);
 }

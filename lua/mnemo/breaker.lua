@@ -3,6 +3,7 @@
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
+local tracking = require "mnemo.tracking"
 
 local setmetatable, pairs, type, pcall, tostring = setmetatable, pairs, type, pcall, tostring
 
@@ -114,6 +115,7 @@ core.set_breaker_listener(function(name, from, to)
   local b = registry[name]
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
+  tracking.breaker_transition(name, from, to, b and b.config.critical)
   if not b then
     return
   end

@@ -81,7 +81,11 @@ local BREAKER_KEYS = set { "failure_threshold", "failure_rate", "window", "windo
 local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
-local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts", "include" }
+local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
+  "error_tracking", "include" }
+local TRACKING_KEYS = set { "capacity", "max_bytes", "window", "batch", "interval", "max_backoff", "retention_days",
+  "retention_interval", "service" }
+local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "webhook" }
 local JITTERS = set { "none", "full", "equal", "decorrelated" }
 
 local DURATION = { what = "a number of seconds > 0", above = 0 }
@@ -167,6 +171,45 @@ function Checker:bulkhead(b, path)
   self:number(b, path, "max_wait", { what = "a number of seconds >= 0", min = 0 })
 end
 
+-- error_tracking: the in-memory queue and the flusher (lua/mnemo/tracking.lua).
+function Checker:error_tracking(t, path)
+  if not self:table(t, path) then
+    return
+  end
+  self:keys(t, path, TRACKING_KEYS)
+  self:number(t, path, "capacity", { what = "integer in [1, 10000000]", integer = true, min = 1, max = 1e7 })
+  self:number(t, path, "max_bytes", { what = "integer >= 65536", integer = true, min = 65536 })
+  self:number(t, path, "window", { what = "a number of seconds in [0.001, 86400]", min = 0.001, max = 86400 })
+  self:number(t, path, "batch", { what = "integer in [1, 10000]", integer = true, min = 1, max = 10000 })
+  self:number(t, path, "interval", DURATION)
+  self:number(t, path, "max_backoff", DURATION)
+  self:number(t, path, "retention_days", { what = "a number of days > 0", above = 0 })
+  self:number(t, path, "retention_interval", DURATION)
+  local s = t.service
+  if s ~= nil and (type(s) ~= "string" or #s == 0 or #s > 127) then
+    self:problem(path .. ".service", "a name of 1 to 127 bytes", s)
+  end
+end
+
+-- alerts: rules on the events of the last `window` seconds, per severity.
+function Checker:alerts(a, path)
+  if not self:table(a, path) then
+    return
+  end
+  self:keys(a, path, ALERT_KEYS)
+  self:number(a, path, "interval", DURATION)
+  self:number(a, path, "window", DURATION)
+  for _, key in ipairs({ "critical", "error", "warning" }) do
+    if a[key] ~= false then
+      self:number(a, path, key, { what = "integer >= 0 (alert above it) or false", integer = true, min = 0 })
+    end
+  end
+  local w = a.webhook
+  if w ~= nil and (type(w) ~= "string" or not w:match("^http://[^/:]+")) then
+    self:problem(path .. ".webhook", "an http:// URL", w)
+  end
+end
+
 -- Returns true, or nil and the list of problems (strings).
 function _M.validate(c)
   local ck = setmetatable({ problems = {} }, Checker)
@@ -233,13 +276,11 @@ function _M.validate(c)
       end
     end
   end
-  local alerts = c.alerts or {}
-  if ck:table(alerts, "alerts") then
-    for name, v in pairs(alerts) do
-      if type(v) ~= "number" and type(v) ~= "table" then
-        ck:problem("alerts." .. tostring(name), "a number or a table", v)
-      end
-    end
+  if c.alerts ~= nil then
+    ck:alerts(c.alerts, "alerts")
+  end
+  if c.error_tracking ~= nil then
+    ck:error_tracking(c.error_tracking, "error_tracking")
   end
   local ops = c.operations or {}
   if ck:table(ops, "operations") then

@@ -119,6 +119,11 @@ _M.class_from_errno = core.class_from_errno
 _M.class_from_sqlstate = core.class_from_sqlstate
 _M.class_from_http_status = core.class_from_http_status
 _M.class_from_redis = core.class_from_redis
+-- Error tracking: errors.record{ severity, category, service, operation,
+-- error_type, message | error, context, correlation_id, traceback } ->
+-- true | false, reason. Queued in memory, never blocks, raises only on a
+-- bad argument (lua/mnemo/tracking.lua flushes, counts and alerts).
+_M.record = core.error_record
 
 _M.Error = Error
 return _M

@@ -214,8 +214,13 @@ local function cache_embeddings(run, embeddings, keys)
   end
 end
 
+-- Process-wide totals over every run (for /metrics).
+_M.totals = { files = { indexed = 0, unchanged = 0, skipped = 0, failed = 0 }, chunks = 0, embeddings_pending = 0 }
+
 local function record(run, file, outcome, reason)
   local r = run.report
+  local t = _M.totals.files
+  t[outcome] = (t[outcome] or 0) + 1
   if outcome == "indexed" then
     r.files_indexed = r.files_indexed + 1
   elseif outcome == "unchanged" then
@@ -318,6 +323,7 @@ local function index_one(run, w, file)
   run.cache:set(key, file.hash, run.opts.cache_ttl) -- only after the commit
   cache_embeddings(run, embeddings, embedding_keys)
   run.report.chunks = run.report.chunks + #chunks
+  _M.totals.chunks = _M.totals.chunks + #chunks
   if pending > 0 then
     run.queued = run.queued + pending
     run.start_backfill()
@@ -488,6 +494,7 @@ function _M.index(opts)
   if own_redis then
     own_redis:close()
   end
+  _M.totals.embeddings_pending = run.report.embeddings_pending
   run.report.seconds = core.now() - t0
   run.report.repository = run.repository
   return run.report

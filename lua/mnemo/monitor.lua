@@ -1,0 +1,435 @@
+-- The runtime's HTTP face, registered in mnemo.http's route registry (so
+-- `mnemo-run --serve ADDR` and `mnemo.http.serve{}` serve it):
+--   GET  /health                     healthy | degraded | unhealthy (503)
+--   GET  /v1/errors/stats            top error groups (tracking.stats)
+--   GET  /monitoring/errors          the HTML dashboard (refreshes itself)
+--   GET  /metrics                    Prometheus text format
+--   POST /v1/breakers/:name/reset    needs Authorization: Bearer $MNEMO_ADMIN_TOKEN
+-- Each handler reads live state; the ones that need PostgreSQL or Redis
+-- ask them under short deadlines, so a dead dependency makes a page say
+-- so instead of hanging it.
+local core = require "mnemo_core"
+local uv = require "luv"
+local http = require "mnemo.http"
+local breaker = require "mnemo.breaker"
+local guard = require "mnemo.guard"
+local policy = require "mnemo.policy"
+local tracking = require "mnemo.tracking"
+local indexer = require "mnemo.indexer"
+local timeout = require "mnemo.timeout"
+local pg = require "mnemo.pg"
+local cjson = require "cjson"
+
+local type, pairs, ipairs, pcall, tostring, format = type, pairs, ipairs, pcall, tostring, string.format
+local concat, sort = table.concat, table.sort
+
+local _M = {}
+
+_M.PROBE_TIMEOUT = 1.0 -- seconds a health check may take per service
+
+-- ---- health ----
+
+local function probe_postgresql()
+  local dsn = os.getenv("MNEMO_PG_DSN")
+  if not dsn or dsn == "" then
+    return { status = "not_configured" }
+  end
+  local t0 = core.now()
+  local ok, err = pcall(timeout.timeout, _M.PROBE_TIMEOUT, function()
+    local c, cerr = pg.connect(dsn)
+    if not c then
+      error(cerr, 0)
+    end
+    local qok, qerr = pcall(c.exec, c, "SELECT 1")
+    c:close()
+    if not qok then
+      error(qerr, 0)
+    end
+  end)
+  if not ok then
+    return { status = "down", error = tracking.scrub(tostring(err)) }
+  end
+  return { status = "up", latency_ms = (core.now() - t0) * 1000 }
+end
+
+local function probe_redis()
+  local url = os.getenv("MNEMO_REDIS_URL")
+  if not url or url == "" then
+    return { status = "not_configured" }
+  end
+  local t0 = core.now()
+  local ok, err = pcall(timeout.timeout, _M.PROBE_TIMEOUT, function()
+    local c, cerr = require("mnemo.redis").connect(url, { reconnect = false })
+    if not c then
+      error(cerr, 0)
+    end
+    local pok, perr = pcall(c.ping, c)
+    c:close()
+    if not pok then
+      error(perr, 0)
+    end
+  end)
+  if not ok then
+    return { status = "down", error = tracking.scrub(tostring(err)) }
+  end
+  return { status = "up", latency_ms = (core.now() - t0) * 1000 }
+end
+
+-- The embedder is whatever the pipeline calls; its breaker tells.
+local function probe_embedding()
+  local name = guard.explain("embed_batch").breaker
+  local b = name and breaker.get(name)
+  if not b then
+    return { status = "unknown" }
+  end
+  local state = b:state()
+  return { status = state == "closed" and "up" or "down", breaker = state }
+end
+
+function _M.health()
+  local services = { postgresql = probe_postgresql(), redis = probe_redis(), embedding = probe_embedding() }
+  local circuits, critical_open, any_open = {}, {}, false
+  for _, name in ipairs(breaker.list()) do
+    local m = breaker.get(name):metrics()
+    circuits[m.name] = m
+    if m.state ~= "closed" then
+      any_open = true
+      if m.critical and m.state == "open" then
+        critical_open[#critical_open + 1] = m.name
+      end
+    end
+  end
+  sort(critical_open)
+  local status = "healthy"
+  if #critical_open > 0 or services.postgresql.status == "down" then
+    status = "unhealthy"
+  elseif any_open or services.redis.status == "down" or services.embedding.status == "down" then
+    status = "degraded"
+  end
+  local p = policy.status()
+  return {
+    status = status,
+    services = services,
+    circuit_breakers = circuits,
+    critical_circuits_open = critical_open,
+    policy = { generation = p.generation, loaded_at = p.loaded_at, last_error = p.last_error, path = p.path },
+    error_tracking = tracking.counters(),
+  }
+end
+
+local function get_health()
+  local h = _M.health()
+  local body = cjson.encode(h)
+  if #h.critical_circuits_open == 0 then
+    -- lua-cjson 2.1.0 writes an empty table as {}; this one is a list.
+    body = body:gsub('"critical_circuits_open":{}', '"critical_circuits_open":[]', 1)
+  end
+  return h.status == "unhealthy" and 503 or 200, body, "application/json"
+end
+
+-- ---- errors stats ----
+
+local function bad_request(message)
+  return 400, { error = "bad_request", message = message }
+end
+
+local function get_stats(req)
+  local since = req.query.since_hours
+  local n = since == nil and 24 or tonumber(since)
+  if n == nil then
+    return bad_request("since_hours: expected a number of hours, got " .. tostring(since))
+  end
+  local result, err = tracking.stats { since_hours = n, group_by = req.query.group_by or "error_type",
+    limit = req.query.limit and tonumber(req.query.limit) or nil }
+  if not result then
+    if type(err) == "table" and err.kind == "invalid_input" then
+      return bad_request(tostring(err))
+    end
+    return 503, { error = "unavailable", message = tracking.scrub(tostring(err)) }
+  end
+  return 200, result
+end
+
+-- ---- breaker reset ----
+
+-- Compares in time independent of where the strings differ.
+local function same_secret(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i)))
+  end
+  return diff == 0
+end
+
+local function post_reset(req)
+  local token = os.getenv("MNEMO_ADMIN_TOKEN")
+  if not token or token == "" then
+    return 404, { error = "not_found", message = "breaker reset is disabled (set MNEMO_ADMIN_TOKEN)" }
+  end
+  local given = (req.headers.authorization or ""):match("^Bearer%s+(.+)$")
+  if not same_secret(given, token) then
+    return 401, { error = "unauthorized", message = "Authorization: Bearer <admin token> required" },
+      { ["WWW-Authenticate"] = "Bearer" }
+  end
+  local b = breaker.get(req.params.name)
+  if not b then
+    return 404, { error = "not_found", message = "no breaker named " .. req.params.name }
+  end
+  local before = b:state()
+  b:reset()
+  tracking.record { severity = "WARNING", category = "circuit_breaker", service = "http",
+    operation = "breaker_reset", error_type = "BreakerReset",
+    message = ("breaker %s reset by an operator (was %s)"):format(req.params.name, before) }
+  return 200, { breaker = req.params.name, was = before, state = b:state() }
+end
+
+-- ---- metrics ----
+
+local function label(v)
+  return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
+local function metric_family(out, name, kind, help)
+  out[#out + 1] = format("# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
+end
+
+local function sample(out, name, labels, value)
+  if labels then
+    local parts = {}
+    for _, kv in ipairs(labels) do
+      parts[#parts + 1] = format('%s="%s"', kv[1], label(kv[2]))
+    end
+    out[#out + 1] = format("%s{%s} %.17g\n", name, concat(parts, ","), value)
+  else
+    out[#out + 1] = format("%s %.17g\n", name, value)
+  end
+end
+
+-- Loop lag: how late a 100 ms timer fires, smoothed; unref'd, so it never
+-- keeps the loop alive.
+local lag = { last = 0, max = 0 }
+local lag_timer
+local function start_lag_probe()
+  if lag_timer then
+    return
+  end
+  lag_timer = uv.new_timer()
+  local expected = uv.now() + 100
+  lag_timer:start(100, 100, function()
+    local now = uv.now()
+    local late = math.max(0, now - expected) / 1000
+    lag.last = late
+    if late > lag.max then
+      lag.max = late
+    end
+    expected = now + 100
+  end)
+  lag_timer:unref()
+end
+
+local OP_COUNTERS = { "calls", "successes", "failures", "timeouts", "retries", "fast_fails", "fallbacks",
+  "bulkhead_rejections", "budget_denials" }
+local BREAKER_STATES = { "closed", "open", "half_open" }
+
+function _M.metrics_text()
+  local out = {}
+  local stats = guard.stats()
+  local ops = {}
+  for name in pairs(stats) do
+    ops[#ops + 1] = name
+  end
+  sort(ops)
+  for _, counter in ipairs(OP_COUNTERS) do
+    local name = "mnemo_operation_" .. counter .. "_total"
+    metric_family(out, name, "counter", "guarded calls of an operation: " .. counter)
+    for _, op in ipairs(ops) do
+      sample(out, name, { { "operation", op } }, stats[op][counter] or 0)
+    end
+  end
+  local list = {}
+  for i, name in ipairs(breaker.list()) do
+    list[i] = breaker.get(name)
+  end
+  metric_family(out, "mnemo_breaker_state", "gauge", "1 for the breaker's current state")
+  for _, b in ipairs(list) do
+    local m = b:metrics()
+    for _, s in ipairs(BREAKER_STATES) do
+      sample(out, "mnemo_breaker_state", { { "breaker", m.name }, { "state", s } }, m.state == s and 1 or 0)
+    end
+  end
+  for _, f in ipairs { { "calls", "calls through the breaker" }, { "failures", "failures counted" },
+    { "rejected", "calls refused while open (fast-fails)" } } do
+    local name = "mnemo_breaker_" .. f[1] .. "_total"
+    metric_family(out, name, "counter", f[2])
+    for _, b in ipairs(list) do
+      local m = b:metrics()
+      sample(out, name, { { "breaker", m.name } }, m[f[1]] or 0)
+    end
+  end
+  local p = policy.status()
+  metric_family(out, "mnemo_policy_generation", "gauge", "generation of the policy in force")
+  sample(out, "mnemo_policy_generation", nil, p.generation or 0)
+  metric_family(out, "mnemo_policy_reloads_total", "counter", "policy reloads applied")
+  sample(out, "mnemo_policy_reloads_total", nil, p.reloads or 0)
+  metric_family(out, "mnemo_policy_reload_errors_total", "counter", "policy files rejected")
+  sample(out, "mnemo_policy_reload_errors_total", nil, p.errors or 0)
+  local c = tracking.counters()
+  for _, f in ipairs { { "recorded", "counter", "error events recorded" },
+    { "aggregated", "counter", "events folded into an identical one" },
+    { "dropped", "counter", "events dropped (queue full)" }, { "flushed", "counter", "events written" },
+    { "flush_failures", "counter", "failed flushes" }, { "queue_length", "gauge", "events waiting" } } do
+    local name = "mnemo_errors_" .. f[1] .. (f[2] == "counter" and "_total" or "")
+    metric_family(out, name, f[2], f[3])
+    sample(out, name, nil, c[f[1]] or 0)
+  end
+  local t = indexer.totals
+  metric_family(out, "mnemo_index_files_total", "counter", "files seen by the indexer, by outcome")
+  for _, outcome in ipairs { "indexed", "unchanged", "skipped", "failed" } do
+    sample(out, "mnemo_index_files_total", { { "outcome", outcome } }, t.files[outcome] or 0)
+  end
+  metric_family(out, "mnemo_index_chunks_total", "counter", "chunks stored")
+  sample(out, "mnemo_index_chunks_total", nil, t.chunks)
+  metric_family(out, "mnemo_index_embeddings_pending", "gauge", "chunks waiting for an embedding (last run)")
+  sample(out, "mnemo_index_embeddings_pending", nil, t.embeddings_pending)
+  start_lag_probe()
+  metric_family(out, "mnemo_loop_lag_seconds", "gauge", "how late a 100 ms loop timer fired, last time")
+  sample(out, "mnemo_loop_lag_seconds", nil, lag.last)
+  metric_family(out, "mnemo_loop_lag_max_seconds", "gauge", "the largest loop lag seen")
+  sample(out, "mnemo_loop_lag_max_seconds", nil, lag.max)
+  return concat(out)
+end
+
+local function get_metrics()
+  return 200, _M.metrics_text(), "text/plain; version=0.0.4; charset=utf-8"
+end
+
+-- ---- dashboard ----
+
+local function esc(v)
+  return (tostring(v == nil and "" or v):gsub("[&<>\"']",
+    { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+end
+
+local function table_html(headers, rows)
+  local out = { "<table><thead><tr>" }
+  for _, h in ipairs(headers) do
+    out[#out + 1] = "<th>" .. esc(h) .. "</th>"
+  end
+  out[#out + 1] = "</tr></thead><tbody>"
+  if #rows == 0 then
+    out[#out + 1] = ('<tr><td colspan="%d" class="none">none</td></tr>'):format(#headers)
+  end
+  for _, row in ipairs(rows) do
+    out[#out + 1] = "<tr>"
+    for _, cell in ipairs(row) do
+      out[#out + 1] = "<td>" .. esc(cell) .. "</td>"
+    end
+    out[#out + 1] = "</tr>"
+  end
+  out[#out + 1] = "</tbody></table>"
+  return concat(out)
+end
+
+_M.REFRESH_SECONDS = 15
+
+local STYLE = [[
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}.none{color:#888}.alert{background:#fde8e8;border:1px solid #e99;padding:.5em;margin:.3em 0}
+.open{color:#b00;font-weight:bold}.half_open{color:#b60}.closed{color:#070}.note{color:#888}
+]]
+
+function _M.dashboard_html()
+  local parts = {}
+  local function add(s)
+    parts[#parts + 1] = s
+  end
+  add("<!DOCTYPE html><html><head><meta charset=\"utf-8\">")
+  add(('<meta http-equiv="refresh" content="%d">'):format(_M.REFRESH_SECONDS))
+  add("<title>mnemo: errors</title><style>" .. STYLE .. "</style></head><body>")
+  add("<h1>mnemo: errors</h1>")
+  add(('<p class="note">%s; refreshes every %d s</p>'):format(esc(os.date("!%Y-%m-%d %H:%M:%S UTC")),
+    _M.REFRESH_SECONDS))
+
+  add("<h2>Alerts</h2>")
+  local alerts = tracking.alerts()
+  if #alerts == 0 then
+    add('<p class="none">no active alert</p>')
+  end
+  for _, a in ipairs(alerts) do
+    add('<div class="alert">' .. esc(a.severity) .. ": " .. esc(a.message or a.rule) .. "</div>")
+  end
+
+  add("<h2>Last 24 hours, by error type</h2>")
+  local stats, serr = tracking.stats { since_hours = 24, group_by = "error_type" }
+  if stats then
+    local rows = {}
+    for _, g in ipairs(stats.groups) do
+      rows[#rows + 1] = { g.key or "(none)", format("%d", g.count), g.first_seen, g.last_seen,
+        concat(g.operations, ", ") }
+    end
+    add(table_html({ "error type", "count", "first seen", "last seen", "operations" }, rows))
+  else
+    add('<p class="alert">error log unavailable: ' .. esc(tracking.scrub(tostring(serr))) .. "</p>")
+  end
+
+  add("<h2>Recent critical errors</h2>")
+  local recent = tracking.recent { severity = "CRITICAL", limit = 20 }
+  if recent then
+    local rows = {}
+    for _, r in ipairs(recent) do
+      rows[#rows + 1] = { r.last_seen, r.service, r.operation or "", r.error_type, r.message,
+        format("%d", r.occurrences) }
+    end
+    add(table_html({ "last seen", "service", "operation", "error type", "message", "count" }, rows))
+  end
+
+  add("<h2>Most recent errors</h2>")
+  local latest = tracking.recent { limit = 20, since_hours = 24 }
+  if latest then
+    local rows = {}
+    for _, r in ipairs(latest) do
+      rows[#rows + 1] = { r.last_seen, r.severity, r.category, r.operation or "", r.error_type, r.message,
+        format("%d", r.occurrences) }
+    end
+    add(table_html({ "last seen", "severity", "category", "operation", "error type", "message", "count" }, rows))
+  end
+
+  add("<h2>Circuit breakers</h2>")
+  local rows = {}
+  for _, name in ipairs(breaker.list()) do
+    local m = breaker.get(name):metrics()
+    rows[#rows + 1] = { m.name, m.state, format("%d", m.failures or 0), format("%d", m.rejected or 0),
+      m.critical and "yes" or "no" }
+  end
+  local html = table_html({ "breaker", "state", "failures", "fast-fails", "critical" }, rows)
+  -- Colour the state cells.
+  for _, s in ipairs(BREAKER_STATES) do
+    html = html:gsub("<td>" .. s .. "</td>", '<td class="' .. s .. '">' .. s .. "</td>")
+  end
+  add(html)
+  add("</body></html>")
+  return concat(parts)
+end
+
+local function get_dashboard()
+  return 200, _M.dashboard_html(), "text/html; charset=utf-8"
+end
+
+-- Adds the routes to mnemo.http's registry (idempotent; done when this
+-- module is first required, which `require "mnemo"` does).
+function _M.install()
+  http.route("GET /health", get_health)
+  http.route("GET /v1/errors/stats", get_stats)
+  http.route("GET /monitoring/errors", get_dashboard)
+  http.route("GET /metrics", get_metrics)
+  http.route("POST /v1/breakers/:name/reset", post_reset)
+  return true
+end
+
+_M.install()
+return _M

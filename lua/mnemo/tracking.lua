@@ -1,0 +1,893 @@
+-- Error tracking (issue 6): every failure the runtime sees is recorded
+-- without slowing the work it protects, stored in PostgreSQL, counted and
+-- alerted on.
+--
+--   mnemo.errors.record{ severity = "ERROR", category = "database",
+--     service = "indexer", operation = "db_write", error_type = "...",
+--     message = "...", error = err, context = { file_path = ..., ... },
+--     correlation_id = "...", traceback = "..." }    -> true | false, reason
+--
+-- The record call is C (runtime/lua_error_track.c): scrubbed, aggregated
+-- in memory (identical events of one window are one entry with a count),
+-- queued in a bounded queue (the oldest dropped, counted). It never does
+-- I/O and raises only on a bad argument (an unknown severity or category).
+--
+-- This module is the rest:
+--   tracking.start{ dsn = ..., interval = 1 }   the flusher, a background
+--       task: batches from the queue -> one INSERT ... ON CONFLICT per batch
+--       (under the guard operation `error_flush`), retention, alert checks.
+--       Its sleeps never keep the process alive. tracking.stop{ flush = true }
+--   tracking.flush()        one flush now (inside a task) -> events | nil, err
+--   tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20 }
+--   tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil }
+--   tracking.counters()     in-memory counters (for /metrics)
+--   tracking.alerts()       the alerts active now
+--   tracking.configure{ error_tracking = {...}, alerts = {...}, dsn = ... }
+-- The `error_tracking` and `alerts` sections of the policy in force
+-- (mnemo.policy) apply too; explicit configure/start values win.
+local core = require "mnemo_core"
+local errors = require "mnemo.errors"
+local log = require "mnemo.log"
+local pg = require "mnemo.pg"
+local cjson = require "cjson.safe"
+
+local type, pairs, ipairs, tostring, tonumber, pcall, error, format, floor, min, max =
+  type, pairs, ipairs, tostring, tonumber, pcall, error, string.format, math.floor, math.min, math.max
+local record = core.error_record
+
+local _M = {}
+
+_M.SEVERITIES = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" }
+_M.CATEGORIES = { "database", "embedding", "cache", "timeout", "circuit_breaker", "parse", "policy", "api",
+  "unknown" }
+-- group_by -> the SQL expression grouped on. Only these: the parameter
+-- picks an entry here and is never put into SQL itself.
+local GROUP_BY = {
+  error_type = "error_type",
+  operation = "operation",
+  service = "service",
+  category = "category",
+  severity = "severity",
+  repository = "context->>'repository'",
+}
+_M.GROUP_BY = { "error_type", "operation", "service", "category", "severity", "repository" }
+
+local SEVERITY_RANK = {}
+for i, s in ipairs(_M.SEVERITIES) do
+  SEVERITY_RANK[s] = i
+end
+
+-- Defaults of the two policy sections (docs/POLICIES.md).
+_M.DEFAULTS = {
+  error_tracking = {
+    capacity = 10000,         -- entries held in memory (distinct events)
+    max_bytes = 16 * 1048576, -- and their bytes
+    window = 60,              -- aggregation window, seconds
+    batch = 500,              -- entries per INSERT
+    interval = 1,             -- seconds between flushes
+    max_backoff = 30,         -- flush retry delay cap while PostgreSQL is down
+    retention_days = 30,      -- rows whose last_seen is older are deleted
+    retention_interval = 3600, -- seconds between two retention sweeps
+    service = "mnemo",        -- service of events that name none
+  },
+  alerts = {
+    interval = 60,  -- seconds between checks
+    window = 3600,  -- seconds looked back
+    critical = 0,   -- alert when MORE than this many events of the severity
+    error = 10,     -- (false: no rule for it)
+    warning = 50,
+    webhook = nil,  -- http:// URL that gets a POST per alert fired
+  },
+}
+
+local state = {
+  explicit = { error_tracking = {}, alerts = {} },
+  applied = nil,    -- the C-side settings last applied (a string)
+  dsn = nil,
+  running = false,
+  generation = 0,
+  flushing = false,
+  conn = nil,       -- the flusher's connection
+  idle = {},        -- connections for stats/recent/alerts
+  backoff = 0,
+  last_retention = nil,
+  last_alert_check = nil,
+  last_error = nil,
+  active = {},      -- severity -> active alert
+  counts = { flush_runs = 0, batches_written = 0, batches_dropped = 0, retention_deleted = 0,
+    alerts_fired = 0, alerts_cleared = 0, webhook_sent = 0, webhook_failures = 0 },
+}
+
+-- ---- settings ----
+
+local function policy_section(name)
+  local policy = package.loaded["mnemo.policy"]
+  local current = policy and policy.current and policy.current()
+  return type(current) == "table" and type(current[name]) == "table" and current[name] or nil
+end
+
+-- The effective section: defaults <- policy in force <- explicit values.
+local function section(name)
+  local out = {}
+  for k, v in pairs(_M.DEFAULTS[name]) do
+    out[k] = v
+  end
+  for k, v in pairs(policy_section(name) or {}) do
+    out[k] = v
+  end
+  for k, v in pairs(state.explicit[name]) do
+    out[k] = v
+  end
+  return out
+end
+_M.settings = function()
+  return { error_tracking = section("error_tracking"), alerts = section("alerts") }
+end
+
+-- Gives the C queue its bounds when they changed (a policy reload).
+local function apply()
+  local s = section("error_tracking")
+  local key = format("%s/%s/%s/%s", s.capacity, s.max_bytes, s.window, s.service)
+  if key ~= state.applied then
+    core.error_configure { capacity = s.capacity, max_bytes = s.max_bytes, window = s.window,
+      service = s.service }
+    state.applied = key
+  end
+  return s
+end
+
+-- tracking.configure{ error_tracking = {...}, alerts = {...}, dsn = ... }:
+-- validated like a policy (mnemo.config); raises with every problem.
+function _M.configure(c)
+  c = c or {}
+  local config = require "mnemo.config"
+  local ok, problems = config.validate { error_tracking = c.error_tracking, alerts = c.alerts }
+  if not ok then
+    error("invalid configuration:\n  " .. table.concat(problems, "\n  "), 2)
+  end
+  for _, name in ipairs({ "error_tracking", "alerts" }) do
+    for k, v in pairs(c[name] or {}) do
+      state.explicit[name][k] = v
+    end
+  end
+  if c.dsn then
+    state.dsn = c.dsn
+  end
+  apply()
+  return true
+end
+
+-- For tests: back to the defaults, the queue emptied and the counters
+-- zeroed, alerts forgotten, the flusher stopped.
+function _M.reset()
+  _M.stop()
+  state.explicit = { error_tracking = {}, alerts = {} }
+  state.applied = nil
+  state.active = {}
+  state.backoff = 0
+  state.last_retention, state.last_alert_check, state.last_error = nil, nil, nil
+  for k in pairs(state.counts) do
+    state.counts[k] = 0
+  end
+  apply()
+  core.error_clear()
+end
+
+-- ---- what the guard and the breakers record ----
+
+local CLASS_CATEGORY = { timeout = "timeout", circuit_open = "circuit_breaker" }
+-- A dependency's category from its breaker's or its operation's name.
+local NAME_CATEGORY = {
+  { "^db_", "database" }, { "^pg_", "database" }, { "database", "database" }, { "postgres", "database" },
+  { "^vector_search", "database" }, { "^graph_", "database" }, { "^error_flush", "database" },
+  { "embed", "embedding" }, { "redis", "cache" }, { "cache", "cache" },
+  { "parse", "parse" }, { "chunk", "parse" }, { "policy", "policy" }, { "hook", "policy" },
+  { "webhook", "api" }, { "http", "api" }, { "api", "api" },
+}
+local name_category_cache = {}
+
+local function category_of_name(name)
+  if not name then
+    return nil
+  end
+  local c = name_category_cache[name]
+  if c == nil then
+    c = false
+    for _, p in ipairs(NAME_CATEGORY) do
+      if name:find(p[1]) then
+        c = p[2]
+        break
+      end
+    end
+    name_category_cache[name] = c
+  end
+  return c or nil
+end
+
+-- timeout -> timeout, circuit_open -> circuit_breaker; otherwise what the
+-- operation talks to: connection on db_* -> database, and so on.
+function _M.category_for(operation, breaker, class)
+  return CLASS_CATEGORY[class] or category_of_name(breaker) or category_of_name(operation) or "unknown"
+end
+
+local type_names = {}
+-- The error type of an error value: "circuit_open" -> "CircuitOpenError",
+-- a luv error string -> its errno name, any other string -> "LuaError".
+function _M.error_type_of(err)
+  local t = type(err)
+  if t == "table" then
+    local kind = err.kind
+    if type(kind) ~= "string" then
+      return "Error"
+    end
+    local name = type_names[kind]
+    if not name then
+      name = kind:gsub("[_%-%s]+(%w)", string.upper):gsub("^%l", string.upper) .. "Error"
+      type_names[kind] = name
+    end
+    return name
+  elseif t == "string" then
+    return err:match("^(E[%u_]+):") or "LuaError"
+  end
+  return "Error"
+end
+
+-- Messages that stay the same from one occurrence to the next, so that
+-- they aggregate: a timeout without its elapsed time, an open breaker
+-- without its retry-after.
+local function stable_message(err, operation)
+  if type(err) == "table" and rawget(err, "_message_kind") then
+    if err.kind == "timeout" then
+      return format("%s exceeded its %gs timeout", tostring(err.operation or operation), err.timeout or 0)
+    elseif err.kind == "circuit_open" then
+      return format("breaker %s is open", tostring(err.breaker))
+    end
+  end
+  return tostring(err)
+end
+
+local function merge_context(ctx, extra)
+  if type(extra) == "table" then
+    for k, v in pairs(extra) do
+      if ctx[k] == nil and type(k) == "string" then
+        ctx[k] = v
+      end
+    end
+  end
+  return ctx
+end
+
+local function guard_failure(op, err, attempts, fallback, opts)
+  local class = errors.classify(err)
+  local breaker = op.breaker and op.breaker.name
+  local extra = opts and opts.context
+  local ctx = merge_context({ attempts = attempts, class = class, fallback = fallback or nil,
+    retries_exhausted = attempts > 1 or nil }, extra)
+  local traceback
+  if type(err) == "table" then
+    ctx.sqlstate = err.sqlstate
+    ctx.status = err.status
+    traceback = rawget(err, "traceback")
+  end
+  local message = stable_message(err, op.name)
+  if attempts > 1 then
+    message = format("retries exhausted after %d attempts: %s", attempts, message)
+  end
+  return record {
+    severity = fallback and "WARNING" or "ERROR",
+    category = _M.category_for(op.name, breaker, class),
+    service = breaker,
+    operation = op.name,
+    error_type = _M.error_type_of(err),
+    message = message,
+    context = ctx,
+    correlation_id = type(extra) == "table" and extra.correlation_id or nil,
+    traceback = type(traceback) == "string" and traceback or nil,
+  }
+end
+
+-- The guard's final failure of a call (fallback: a fallback answered
+-- instead, recorded as WARNING). Never raises.
+function _M.guard_failure(op, err, attempts, fallback, opts)
+  local ok, res = pcall(guard_failure, op, err, attempts, fallback, opts)
+  return ok and res
+end
+
+-- An attempt that ran out of its timeout (it may still be retried).
+function _M.guard_timeout(op, timeout, attempt, opts)
+  local extra = opts and opts.context
+  local ok, res = pcall(record, {
+    severity = "WARNING",
+    category = "timeout",
+    service = op.breaker and op.breaker.name or nil,
+    operation = op.name,
+    error_type = "TimeoutError",
+    message = format("%s exceeded its %gs timeout", op.name, timeout or 0),
+    context = merge_context({ attempt = attempt, timeout = timeout }, extra),
+    correlation_id = type(extra) == "table" and extra.correlation_id or nil,
+  })
+  return ok and res
+end
+
+-- A breaker changed state: to open is ERROR (CRITICAL for a critical
+-- breaker), back to closed INFO.
+function _M.breaker_transition(name, from, to, critical)
+  local severity
+  if to == "open" then
+    severity = critical and "CRITICAL" or "ERROR"
+  elseif to == "closed" then
+    severity = "INFO"
+  else
+    return false
+  end
+  local ok, res = pcall(record, {
+    severity = severity,
+    category = "circuit_breaker",
+    service = name,
+    error_type = to == "open" and "CircuitBreakerOpened" or "CircuitBreakerClosed",
+    message = format("breaker %s: %s -> %s", name, tostring(from), to),
+    context = { breaker = name, from = from, to = to, critical = critical or nil },
+  })
+  return ok and res
+end
+
+-- ---- connections ----
+
+local function dsn_of(opts)
+  if opts and opts.dsn == false then
+    return nil, errors.new("invalid_input", "error tracking: no DSN (dsn = false)")
+  end
+  local dsn = opts and opts.dsn or state.dsn or os.getenv("MNEMO_PG_DSN")
+  if type(dsn) ~= "string" or dsn == "" then
+    return nil, errors.new("invalid_input", "error tracking: no DSN (give dsn = ... or set MNEMO_PG_DSN)")
+  end
+  return dsn
+end
+
+-- Runs fn(conn) on a pooled connection (stats, recent, alerts); keeps at
+-- most two idle. Returns fn's results or nil, err; never raises.
+local function with_conn(dsn, fn, ...)
+  local conn = table.remove(state.idle)
+  while conn and (conn.broken or conn.dsn ~= dsn) do
+    conn:close()
+    conn = table.remove(state.idle)
+  end
+  if not conn then
+    local err
+    conn, err = pg.connect(dsn)
+    if not conn then
+      return nil, err
+    end
+  end
+  local ok, a, b = pcall(fn, conn, ...)
+  if not conn.broken and #state.idle < 2 then
+    state.idle[#state.idle + 1] = conn
+  else
+    conn:close()
+  end
+  if not ok then
+    return nil, a
+  end
+  return a, b
+end
+
+local function query(dsn, sql, params, operation)
+  local guard = require "mnemo.guard"
+  local ok, rows = pcall(guard.guard, operation or "db_query", function()
+    local rows, err = with_conn(dsn, function(conn)
+      return conn:exec(sql, params)
+    end)
+    if not rows then
+      error(err, 0)
+    end
+    return rows
+  end)
+  if not ok then
+    return nil, rows
+  end
+  return rows
+end
+
+-- ---- flushing ----
+
+-- One statement per batch. Rows are identified by a fingerprint of what
+-- makes two events the same (as in runtime/error_track.c) and their
+-- aggregation window: a later flush of the same event in the same window
+-- adds to the row instead of adding one. DISTINCT ON + window sums merge
+-- entries of one batch that map to the same row (ON CONFLICT may not
+-- touch a row twice in one statement).
+local UPSERT = [[
+  INSERT INTO error_logs (fingerprint, window_start, first_seen, last_seen, occurrences, severity, category,
+    service, operation, error_type, message, context, correlation_id, traceback)
+  SELECT DISTINCT ON (r.fp, r.window_start) r.fp, to_timestamp(r.window_start),
+    to_timestamp(min(r.first_seen) OVER w), to_timestamp(max(r.last_seen) OVER w), sum(r.occurrences) OVER w,
+    r.severity, r.category, r.service, r.operation, r.error_type, r.message, r.context, r.correlation_id,
+    r.traceback
+  FROM (
+    SELECT md5(concat_ws(chr(31), x.severity, x.category, x.service, coalesce(x.operation, chr(30)),
+             x.error_type, coalesce(x.context->>'repository', chr(30)), x.message)) AS fp, x.*
+    FROM jsonb_to_recordset($1::jsonb) AS x(severity text, category text, service text, operation text,
+      error_type text, message text, context jsonb, correlation_id text, traceback text,
+      occurrences bigint, first_seen float8, last_seen float8, window_start float8)
+  ) r
+  WINDOW w AS (PARTITION BY r.fp, r.window_start)
+  ORDER BY r.fp, r.window_start, r.first_seen
+  ON CONFLICT (fingerprint, window_start) DO UPDATE SET
+    occurrences = error_logs.occurrences + EXCLUDED.occurrences,
+    first_seen = least(error_logs.first_seen, EXCLUDED.first_seen),
+    last_seen = greatest(error_logs.last_seen, EXCLUDED.last_seen)]]
+
+local function writer(dsn)
+  local conn = state.conn
+  if conn and not conn.broken and conn.dsn == dsn then
+    return conn
+  end
+  if conn then
+    conn:close()
+  end
+  state.conn = nil
+  local err
+  conn, err = pg.connect(dsn)
+  if not conn then
+    error(err, 0)
+  end
+  state.conn = conn
+  return conn
+end
+
+local function write_batch(dsn, json)
+  local rows, err = writer(dsn):query(UPSERT, { json })
+  if not rows then
+    error(err, 0)
+  end
+  return rows.affected
+end
+
+-- The server refuses the data itself (SQLSTATE class 22 data exception or
+-- 23 integrity): trying again cannot help, so the batch is dropped and
+-- counted rather than blocking every later event behind it. Anything else
+-- (down, timeout, schema not migrated yet) keeps it queued.
+local function refused(err)
+  local state_code = type(err) == "table" and err.sqlstate
+  return type(state_code) == "string" and (state_code:sub(1, 2) == "22" or state_code:sub(1, 2) == "23")
+end
+
+local function flush_all(dsn, s)
+  local guard = require "mnemo.guard"
+  local total = 0
+  -- Bounded: events recorded while flushing wait for the next round.
+  local rounds = floor(s.capacity / s.batch) + 2
+  for _ = 1, rounds do
+    local batch, json, _, events = core.error_take(s.batch)
+    if not batch then
+      break
+    end
+    local ok, err = pcall(guard.guard, "error_flush", write_batch, nil, dsn, json)
+    if ok then
+      batch:commit()
+      total = total + events
+      state.counts.batches_written = state.counts.batches_written + 1
+    elseif refused(err) then
+      batch:drop()
+      state.counts.batches_dropped = state.counts.batches_dropped + 1
+      log.emit("error", "error_flush_dropped", { events = events, error = tostring(err) })
+    else
+      batch:requeue()
+      return nil, err, total
+    end
+  end
+  return total
+end
+
+-- tracking.flush{ dsn = ... } -> events written | nil, err (inside a
+-- task). A flush already running is waited for first.
+function _M.flush(opts)
+  local dsn, derr = dsn_of(opts)
+  if not dsn then
+    return nil, derr
+  end
+  local s = apply()
+  while state.flushing do
+    local slept, serr = core.sleep(0.002)
+    if not slept then
+      return nil, serr -- this task's deadline passed while waiting
+    end
+  end
+  state.flushing = true
+  state.counts.flush_runs = state.counts.flush_runs + 1
+  local ok, total, err = pcall(flush_all, dsn, s)
+  state.flushing = false
+  if not ok then
+    err, total = total, nil
+  end
+  if total then
+    state.last_error = nil
+    return total
+  end
+  state.last_error = tostring(err)
+  return nil, err
+end
+
+-- Deletes rows whose last occurrence is older than retention_days.
+function _M.prune(opts)
+  local dsn, derr = dsn_of(opts)
+  if not dsn then
+    return nil, derr
+  end
+  local days = opts and opts.retention_days or section("error_tracking").retention_days
+  local guard = require "mnemo.guard"
+  local ok, res = pcall(guard.guard, "error_flush", function()
+    local rows, err = with_conn(dsn, function(conn)
+      return conn:exec("DELETE FROM error_logs WHERE last_seen < now() - $1::float8 * interval '1 day'",
+        { tostring(days) })
+    end)
+    if not rows then
+      error(err, 0)
+    end
+    return rows.affected or 0
+  end)
+  if not ok then
+    log.emit("warn", "error_retention_failed", { error = tostring(res) })
+    return nil, res
+  end
+  state.counts.retention_deleted = state.counts.retention_deleted + res
+  return res
+end
+
+-- ---- alerts ----
+
+local ALERT_RULES = { { "CRITICAL", "critical" }, { "ERROR", "error" }, { "WARNING", "warning" } }
+
+local function iso(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
+end
+
+local function send_webhook(url, alert)
+  local guard = require "mnemo.guard"
+  local http = require "mnemo.http_client"
+  local payload = {}
+  for k, v in pairs(alert) do
+    if k ~= "notified" then
+      payload[k] = v
+    end
+  end
+  local body = cjson.encode(payload)
+  local ok, err = pcall(guard.guard, "alert_webhook", function()
+    local resp, rerr = http.request { url = url, method = "POST", body = body,
+      headers = { ["Content-Type"] = "application/json" } }
+    if not resp then
+      error(rerr, 0)
+    end
+    return resp.status
+  end)
+  if ok then
+    state.counts.webhook_sent = state.counts.webhook_sent + 1
+    return true
+  end
+  state.counts.webhook_failures = state.counts.webhook_failures + 1
+  log.emit("warn", "alert_webhook_failed", { alert = alert.rule, error = tostring(err) })
+  return false
+end
+
+-- Checks the rules now (inside a task): events stored in the window plus
+-- those still queued. An alert fires once (a log line, and a POST to the
+-- webhook if there is one) and stays active until its count is back at
+-- or under the threshold. With PostgreSQL unreachable the queued events
+-- still fire alerts, but none clears (the stored part is unknown).
+-- Returns the list of alerts that fired now.
+function _M.check_alerts(opts)
+  local a = section("alerts")
+  if opts then
+    for k, v in pairs(opts) do
+      a[k] = v
+    end
+  end
+  local now = core.error_wall_time()
+  local since = now - a.window
+  local counts = core.error_pending(since)
+  local stored_known = false
+  local dsn = dsn_of(opts)
+  -- Not while the last flush failed: PostgreSQL is down, asking it again
+  -- would only wait (and the queued events are counted anyway).
+  if dsn and not state.last_error then
+    local rows = query(dsn, [[SELECT severity, sum(occurrences)::float8 AS n FROM error_logs
+      WHERE last_seen >= to_timestamp($1::float8) GROUP BY severity]], { format("%.6f", since) }, "error_flush")
+    if rows then
+      stored_known = true
+      for _, r in ipairs(rows) do
+        counts[r.severity] = (counts[r.severity] or 0) + r.n
+      end
+    end
+  end
+  state.last_alert_check = now
+  local fired = {}
+  for _, rule in ipairs(ALERT_RULES) do
+    local severity, key = rule[1], rule[2]
+    local threshold = a[key]
+    local count = counts[severity] or 0
+    local active = state.active[severity]
+    if type(threshold) == "number" and count > threshold then
+      if not active then
+        active = { rule = key, severity = severity, count = count, threshold = threshold, window = a.window,
+          since = iso(now), service = section("error_tracking").service,
+          message = format("%d %s events in the last %gs (alert above %d)", count, severity, a.window, threshold) }
+        state.active[severity] = active
+        state.counts.alerts_fired = state.counts.alerts_fired + 1
+        log.emit("error", "alert", active)
+        fired[#fired + 1] = active
+        active.notified = not a.webhook
+      else
+        active.count = count
+      end
+      if not active.notified and a.webhook then
+        -- A failed POST is tried again at the next check, while active.
+        active.notified = send_webhook(a.webhook, active)
+      end
+    elseif active and (stored_known or type(threshold) ~= "number") then
+      state.active[severity] = nil
+      state.counts.alerts_cleared = state.counts.alerts_cleared + 1
+      log.emit("info", "alert_cleared", { rule = key, severity = severity, count = count, threshold = threshold })
+    end
+  end
+  return fired
+end
+
+-- The alerts active now, most severe first (for the dashboard).
+function _M.alerts()
+  local list = {}
+  for _, alert in pairs(state.active) do
+    local copy = {}
+    for k, v in pairs(alert) do
+      copy[k] = v
+    end
+    list[#list + 1] = copy
+  end
+  table.sort(list, function(x, y)
+    return SEVERITY_RANK[x.severity] > SEVERITY_RANK[y.severity]
+  end)
+  return list
+end
+
+-- ---- the flusher ----
+
+local function tick(dsn)
+  local s = apply()
+  local now = core.error_wall_time()
+  local flushed = _M.flush { dsn = dsn }
+  if flushed then
+    state.backoff = 0
+  else
+    -- PostgreSQL down: back off (the queue holds the newest events).
+    state.backoff = min(max(state.backoff * 2, s.interval * 2), s.max_backoff)
+  end
+  if flushed and (not state.last_retention or now - state.last_retention >= s.retention_interval) then
+    state.last_retention = now
+    _M.prune { dsn = dsn }
+  end
+  local a = section("alerts")
+  if not state.last_alert_check or now - state.last_alert_check >= a.interval then
+    pcall(_M.check_alerts, { dsn = dsn })
+  end
+end
+
+-- tracking.start{ dsn = MNEMO_PG_DSN, interval = ..., + any error_tracking
+-- or alerts setting } -> true | nil, err. A second start restarts it.
+function _M.start(opts)
+  opts = opts or {}
+  local dsn, err = dsn_of(opts)
+  if not dsn then
+    return nil, err
+  end
+  local et = {}
+  for k, v in pairs(opts) do
+    if _M.DEFAULTS.error_tracking[k] ~= nil then
+      et[k] = v
+    elseif k ~= "dsn" and k ~= "alerts" then
+      return nil, errors.new("invalid_input", "tracking.start: unknown option " .. tostring(k)
+        .. " (alert settings go in alerts = {...})")
+    end
+  end
+  local ok, cerr = pcall(_M.configure, { error_tracking = et, alerts = opts.alerts, dsn = dsn })
+  if not ok then
+    return nil, errors.new("invalid_input", tostring(cerr))
+  end
+  state.generation = state.generation + 1
+  local generation = state.generation
+  state.running = true
+  core.spawn(function()
+    while state.running and state.generation == generation do
+      local s = apply()
+      local wait = state.backoff > 0 and state.backoff or s.interval
+      -- Weak: the flusher alone never keeps the process alive.
+      local slept = core.sleep(wait, true)
+      if not slept or not state.running or state.generation ~= generation then
+        break
+      end
+      local ok, terr = pcall(tick, dsn)
+      if not ok then
+        log.emit("error", "error_flusher_failed", { error = tostring(terr) })
+      end
+    end
+  end)
+  return true
+end
+
+-- Stops the flusher; opts.flush: one last flush first (inside a task).
+function _M.stop(opts)
+  local last
+  if opts and opts.flush and state.running then
+    last = { _M.flush(opts) }
+  end
+  state.running = false
+  state.generation = state.generation + 1
+  if state.conn then
+    state.conn:close()
+    state.conn = nil
+  end
+  for _, conn in ipairs(state.idle) do
+    conn:close()
+  end
+  state.idle = {}
+  if last then
+    return unpack(last)
+  end
+  return true
+end
+
+function _M.running()
+  return state.running
+end
+
+-- ---- reading ----
+
+local function bad(message)
+  return nil, errors.new("invalid_input", message)
+end
+
+local function check_hours(v)
+  if v == nil then
+    return 24
+  end
+  v = tonumber(v)
+  if not v or v ~= v or v <= 0 or v > 24 * 3660 then
+    return nil
+  end
+  return v
+end
+
+local function check_limit(v, dflt)
+  if v == nil then
+    return dflt
+  end
+  v = tonumber(v)
+  if not v or v ~= floor(v) or v < 1 or v > 1000 then
+    return nil
+  end
+  return v
+end
+
+local ISO = [[to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')]]
+
+-- tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20,
+-- dsn = ... } -> { group_by, since_hours, groups = { { key, count,
+-- first_seen, last_seen, operations = {...} }, ... } } | nil, err
+-- count is the sum of occurrences; groups by count, largest first; `key`
+-- is absent for events without one (no operation, no repository).
+-- group_by: error_type | operation | service | category | severity |
+-- repository (the context's). Bad parameters: nil, err (invalid_input).
+function _M.stats(p)
+  p = p or {}
+  if type(p) ~= "table" then
+    return bad("stats: expected a table of parameters")
+  end
+  local hours = check_hours(p.since_hours)
+  if not hours then
+    return bad("stats: since_hours: expected a number of hours in (0, 87840], got " .. tostring(p.since_hours))
+  end
+  local group_by = p.group_by or "error_type"
+  local expr = GROUP_BY[group_by]
+  if not expr then
+    return bad("stats: group_by: expected one of " .. table.concat(_M.GROUP_BY, ", ") .. ", got "
+      .. tostring(group_by))
+  end
+  local limit = check_limit(p.limit, 20)
+  if not limit then
+    return bad("stats: limit: expected an integer in [1, 1000], got " .. tostring(p.limit))
+  end
+  local dsn, err = dsn_of(p)
+  if not dsn then
+    return nil, err
+  end
+  local sql = ([[SELECT %s AS key, sum(occurrences)::float8 AS count,
+      ]] .. ISO .. [[ AS first_seen, ]] .. ISO .. [[ AS last_seen,
+      coalesce(to_jsonb(array_agg(DISTINCT operation) FILTER (WHERE operation IS NOT NULL)), '[]')::text
+        AS operations
+    FROM error_logs WHERE last_seen >= now() - $1::float8 * interval '1 hour'
+    GROUP BY 1 ORDER BY count DESC, key NULLS LAST LIMIT $2::int]]):format(expr, "min(first_seen)",
+    "max(last_seen)")
+  local rows, qerr = query(dsn, sql, { tostring(hours), tostring(limit) })
+  if not rows then
+    return nil, qerr
+  end
+  local groups = {}
+  for i, r in ipairs(rows) do
+    groups[i] = { key = r.key, count = r.count, first_seen = r.first_seen, last_seen = r.last_seen,
+      operations = cjson.decode(r.operations) or {} }
+  end
+  return { group_by = group_by, since_hours = hours, groups = groups }
+end
+
+local SEVERITY_SET = {}
+for _, s in ipairs(_M.SEVERITIES) do
+  SEVERITY_SET[s] = true
+end
+
+-- tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil }
+-- -> list of rows, the most recent first (context decoded) | nil, err
+function _M.recent(p)
+  p = p or {}
+  if type(p) ~= "table" then
+    return bad("recent: expected a table of parameters")
+  end
+  if p.severity ~= nil and not SEVERITY_SET[p.severity] then
+    return bad("recent: severity: expected one of " .. table.concat(_M.SEVERITIES, ", ") .. ", got "
+      .. tostring(p.severity))
+  end
+  local limit = check_limit(p.limit, 20)
+  if not limit then
+    return bad("recent: limit: expected an integer in [1, 1000], got " .. tostring(p.limit))
+  end
+  local hours = p.since_hours ~= nil and check_hours(p.since_hours) or 24 * 3660
+  if not hours then
+    return bad("recent: since_hours: expected a number of hours in (0, 87840], got " .. tostring(p.since_hours))
+  end
+  local dsn, err = dsn_of(p)
+  if not dsn then
+    return nil, err
+  end
+  local sql = ([[SELECT id, severity, category, service, operation, error_type, message, context::text AS context,
+      correlation_id, traceback, occurrences::float8 AS occurrences, %s AS first_seen, %s AS last_seen
+    FROM error_logs
+    WHERE ($1::text IS NULL OR severity = $1) AND last_seen >= now() - $2::float8 * interval '1 hour'
+    ORDER BY last_seen DESC, id DESC LIMIT $3::int]]):format(ISO:format("first_seen"), ISO:format("last_seen"))
+  local rows, qerr = query(dsn, sql, { n = 3, p.severity, tostring(hours), tostring(limit) })
+  if not rows then
+    return nil, qerr
+  end
+  local out = {}
+  for i, r in ipairs(rows) do
+    r.context = cjson.decode(r.context) or {}
+    out[i] = r
+  end
+  return out
+end
+
+-- In-memory counters (numbers only, for /metrics): recorded, aggregated,
+-- dropped, flushed, flush_failures, queue_length, pending (events held),
+-- queue_bytes, capacity, plus the flusher's own.
+function _M.counters()
+  local c = core.error_counters()
+  for k, v in pairs(state.counts) do
+    c[k] = v
+  end
+  local n = 0
+  for _ in pairs(state.active) do
+    n = n + 1
+  end
+  c.alerts_active = n
+  c.flusher_running = state.running and 1 or 0
+  return c
+end
+
+-- The flusher's state, for health pages.
+function _M.status()
+  return { running = state.running, last_error = state.last_error, backoff = state.backoff,
+    last_alert_check = state.last_alert_check, last_retention = state.last_retention }
+end
+
+-- Events still in memory, oldest first (context as JSON text).
+_M.queued = core.error_peek
+_M.scrub = core.error_scrub
+_M.record = record
+
+return _M

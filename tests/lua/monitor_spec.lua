@@ -1,0 +1,212 @@
+-- The HTTP face against real servers: errors recorded through real
+-- failures, then /v1/errors/stats, /health, /metrics, the breaker reset and
+-- the dashboard read with real clients (curl, headless Chromium).
+local mnemo = require "mnemo"
+local h = require "helpers"
+local cjson = require "cjson"
+local tracking = require "mnemo.tracking"
+local monitor = require "mnemo.monitor"
+
+local function curl(args)
+  local full = { "curl", "-s", "-S", "--max-time", "10", "-w", "\n%{http_code}" }
+  for _, a in ipairs(args) do
+    full[#full + 1] = a
+  end
+  local r = h.spawn(full, { timeout = 15 })
+  local body, code = r.stdout:match("^(.*)\n(%d+)$")
+  return tonumber(code), body, r
+end
+
+local function json(body)
+  return assert(cjson.decode(body), body)
+end
+
+describe("the HTTP face", function()
+  local dsn, server, url, restore_env, restore_log
+  local saved = {}
+  before_each(function()
+    local _
+    _, restore_log = h.capture_log()
+  end)
+  after_each(function()
+    restore_log()
+  end)
+
+  local function setenv(name, value)
+    saved[name] = saved[name] or { os.getenv(name) }
+    -- luv sets the process environment (os.getenv reads it).
+    if value == nil then
+      mnemo.uv.os_unsetenv(name)
+    else
+      mnemo.uv.os_setenv(name, value)
+    end
+  end
+
+  setup(function()
+    dsn = h.pg_migrated_database()
+    setenv("MNEMO_PG_DSN", dsn)
+    setenv("MNEMO_ADMIN_TOKEN", "s3cret-token")
+    mnemo.policy._reset()
+    assert(mnemo.policy.load("tests/fixtures/policies/fast.lua"))
+    tracking.reset()
+    monitor.install()
+    server = mnemo.run(function()
+      return assert(mnemo.http.serve { addr = "127.0.0.1:0" })
+    end)
+    url = server:url()
+    restore_env = function()
+      for name, v in pairs(saved) do
+        setenv(name, v[1])
+      end
+    end
+  end)
+  teardown(function()
+    mnemo.run(function()
+      server:close()
+    end)
+    restore_env()
+    tracking.reset()
+    mnemo.policy._reset()
+  end)
+
+  it("records a real query failure and a timeout, and reports them grouped by operation", function()
+    mnemo.run(function()
+      local c = assert(mnemo.pg.connect(dsn))
+      pcall(mnemo.guard, "db_query", function()
+        return c:exec("SELECT * FROM no_such_table")
+      end)
+      c:close()
+      pcall(mnemo.timeout, { seconds = 0.01, operation = "slow_thing" }, mnemo.sleep, 1)
+      mnemo.errors.record { severity = "CRITICAL", category = "database", service = "indexer",
+        operation = "db_write", error_type = "DiskFull",
+        message = "could not write to /home/alice/pg with postgresql://mnemo:hunter2@db/x" }
+      assert.truthy(tracking.flush {})
+    end)
+    local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?since_hours=1&group_by=operation" })
+    assert.equal(200, code, body)
+    local stats = json(body)
+    assert.equal("operation", stats.group_by)
+    local by = {}
+    for _, g in ipairs(stats.groups) do
+      by[g.key or "(none)"] = g
+    end
+    assert.is_not_nil(by.db_query, body)
+    assert.is_true(by.db_query.count >= 1)
+    assert.is_not_nil(by.db_write, body)
+    code, body = mnemo.run(curl, { url .. "/v1/errors/stats?group_by=error_type" })
+    assert.equal(200, code)
+    assert.matches("DiskFull", body)
+    -- What left the process is scrubbed.
+    assert.not_matches("hunter2", body)
+    local rows = h.sql(dsn, "SELECT message FROM error_logs WHERE error_type = 'DiskFull'")
+    assert.equal("could not write to ~/pg with postgresql://mnemo:***@db/x", rows[1].message)
+  end)
+
+  it("refuses bad parameters with 400 and a JSON error, never interpolating them", function()
+    for _, q in ipairs { "group_by=message;DROP%20TABLE%20error_logs", "since_hours=abc", "since_hours=-1",
+      "group_by=" } do
+      local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?" .. q })
+      assert.equal(400, code, q .. " -> " .. body)
+      assert.equal("bad_request", json(body).error)
+    end
+    assert.equal(1, #h.sql(dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'error_logs'"))
+  end)
+
+  it("says healthy, then unhealthy (503) when a critical breaker is open, and lets an admin reset it", function()
+    local code, body = mnemo.run(curl, { url .. "/health" })
+    local health = json(body)
+    assert.equal(200, code, body)
+    assert.equal("up", health.services.postgresql.status)
+    assert.same({}, health.critical_circuits_open)
+    assert.matches('"critical_circuits_open":%[%]', body)
+    assert.equal(1, health.policy.generation)
+    -- Open the critical database breaker through real failures.
+    mnemo.run(function()
+      for _ = 1, 6 do
+        pcall(mnemo.guard, "db_query", function()
+          error(mnemo.error("connection", "refused"))
+        end)
+      end
+    end)
+    assert.equal("open", mnemo.breaker.get("database"):state())
+    code, body = mnemo.run(curl, { url .. "/health" })
+    health = json(body)
+    assert.equal(503, code)
+    assert.equal("unhealthy", health.status)
+    assert.same({ "database" }, health.critical_circuits_open)
+    assert.equal("open", health.circuit_breakers.database.state)
+
+    code = mnemo.run(curl, { "-X", "POST", url .. "/v1/breakers/database/reset" })
+    assert.equal(401, code)
+    code = mnemo.run(curl, { "-X", "POST", "-H", "Authorization: Bearer wrong-token!", url
+      .. "/v1/breakers/database/reset" })
+    assert.equal(401, code)
+    code = mnemo.run(curl, { "-X", "POST", "-H", "Authorization: Bearer s3cret-token", url
+      .. "/v1/breakers/nope/reset" })
+    assert.equal(404, code)
+    code, body = mnemo.run(curl, { "-X", "POST", "-H", "Authorization: Bearer s3cret-token", url
+      .. "/v1/breakers/database/reset" })
+    assert.equal(200, code, body)
+    assert.equal("open", json(body).was)
+    assert.equal("closed", mnemo.breaker.get("database"):state())
+    code = mnemo.run(curl, { url .. "/health" })
+    assert.equal(200, code)
+  end)
+
+  it("disables the reset endpoint when no admin token is configured", function()
+    setenv("MNEMO_ADMIN_TOKEN", nil)
+    local code, body = mnemo.run(curl, { "-X", "POST", "-H", "Authorization: Bearer s3cret-token", url
+      .. "/v1/breakers/database/reset" })
+    setenv("MNEMO_ADMIN_TOKEN", "s3cret-token")
+    assert.equal(404, code)
+    assert.matches("disabled", body)
+  end)
+
+  it("serves Prometheus metrics", function()
+    local code, body = mnemo.run(curl, { url .. "/metrics" })
+    assert.equal(200, code)
+    assert.matches('\nmnemo_operation_calls_total{operation="db_query"} %d+\n', body)
+    assert.matches('mnemo_breaker_state{breaker="database",state="closed"} 1\n', body)
+    assert.matches("# TYPE mnemo_errors_recorded_total counter\n", body)
+    assert.matches("\nmnemo_errors_dropped_total %d+\n", body)
+    assert.matches('mnemo_index_files_total{outcome="indexed"} %d+\n', body)
+    assert.matches("\nmnemo_loop_lag_seconds [%d.e-]+\n", body)
+    assert.matches("\nmnemo_policy_reloads_total %d+\n", body)
+    -- Every sample line is name{labels} value.
+    for line in body:gmatch("[^\n]+") do
+      if not line:match("^#") then
+        assert.matches('^[a-z_]+[{]?[^}]*[}]? [-+%d.eE]+$', line)
+      end
+    end
+  end)
+
+  it("renders the dashboard in headless Chromium, showing a recorded error", function()
+    local chromium
+    for _, name in ipairs { "/usr/bin/chromium", "/usr/bin/chromium-browser" } do
+      if io.open(name) then
+        chromium = name
+      end
+    end
+    if not chromium then
+      pending("chromium is not installed (scripts/install-deps installs it)")
+      return
+    end
+    mnemo.run(function()
+      mnemo.errors.record { severity = "CRITICAL", category = "embedding", service = "indexer",
+        operation = "embed_batch", error_type = "ModelServerGone", message = "embedder <down> & out" }
+      assert.truthy(tracking.flush {})
+    end)
+    local profile = h.tmpname("-chromium")
+    local r = mnemo.run(h.spawn, { chromium, "--headless", "--no-sandbox", "--disable-gpu",
+      "--disable-dev-shm-usage", "--user-data-dir=" .. profile, "--virtual-time-budget=2000", "--dump-dom",
+      url .. "/monitoring/errors" }, { timeout = 60 })
+    os.execute("rm -rf '" .. profile .. "'")
+    assert.equal(0, r.code, r.stderr)
+    -- The DOM Chromium built: the page rendered, and it shows the error
+    -- (escaped text, decoded back by the browser).
+    assert.matches("<h1>mnemo: errors</h1>", r.stdout)
+    assert.matches("ModelServerGone", r.stdout)
+    assert.matches("embedder &lt;down&gt; &amp; out", r.stdout)
+    assert.matches('<td class="closed">closed</td>', r.stdout)
+  end)
+end)

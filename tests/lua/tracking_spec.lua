@@ -1,0 +1,450 @@
+-- Error tracking against a real PostgreSQL (see helpers.pg_dsn): events
+-- recorded by the guard through real failures, flushed in batches,
+-- aggregated, scrubbed, kept in memory while the server is down and
+-- written when it is back, statistics, and alerts with a real webhook.
+local mnemo = require "mnemo"
+local uv = require "luv"
+local cjson = require "cjson"
+local h = require "helpers"
+local tracking = mnemo.tracking
+
+-- A guard configuration for these tests (each spec file sets its own).
+local POLICY = {
+  timeouts = { database_query = 5, error_flush = 5, alert_webhook = 2, slow = 0.02 },
+  retry = { database = { attempts = 3, base = 0.01, max = 0.02, on = { "connection" } } },
+  breakers = { alert_webhook = { failure_threshold = 3, recovery_timeout = 60 } },
+  operations = {
+    db_query = { timeout = "database_query", retry = "database", idempotent = true },
+    error_flush = { timeout = "error_flush" },
+    alert_webhook = { timeout = "alert_webhook", breaker = "alert_webhook" },
+    slow_call = { timeout = "slow" },
+  },
+}
+
+local function fresh_db()
+  local dsn = h.pg_fresh_database()
+  mnemo.run(function()
+    local conn = assert(mnemo.pg.connect(dsn))
+    mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
+    conn:close()
+  end)
+  return dsn
+end
+
+local function sql(dsn, text, params)
+  return mnemo.run(function()
+    local conn = assert(mnemo.pg.connect(dsn))
+    local rows = conn:exec(text, params)
+    conn:close()
+    return rows
+  end)
+end
+
+-- Drives the loop until cond() is true (or fails after `seconds`).
+local function wait_until(cond, seconds, what)
+  mnemo.run(function()
+    local deadline = mnemo.now() + (seconds or 10)
+    while not cond() do
+      assert(mnemo.now() < deadline, "timed out waiting for " .. (what or "a condition"))
+      mnemo.sleep(0.01)
+    end
+  end)
+end
+
+-- A webhook receiver: a luv TCP server that answers 200 and keeps each
+-- request's head and body.
+local function webhook_server()
+  local server = uv.new_tcp()
+  assert(server:bind("127.0.0.1", 0))
+  local got = {}
+  server:listen(16, function()
+    local client = uv.new_tcp()
+    server:accept(client)
+    local buf = ""
+    client:read_start(function(err, chunk)
+      if err or not chunk then
+        if not client:is_closing() then
+          client:close()
+        end
+        return
+      end
+      buf = buf .. chunk
+      local head, body = buf:match("^(.-)\r\n\r\n(.*)$")
+      local len = head and tonumber(head:match("[Cc]ontent%-[Ll]ength:%s*(%d+)")) or 0
+      if head and #body >= len then
+        client:read_stop()
+        got[#got + 1] = { head = head, body = body }
+        client:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", function()
+          client:close()
+        end)
+      end
+    end)
+  end)
+  return {
+    url = ("http://127.0.0.1:%d/hook"):format(server:getsockname().port),
+    got = got,
+    close = function()
+      server:close()
+    end,
+  }
+end
+
+describe("error tracking", function()
+  local lines, restore
+  before_each(function()
+    lines, restore = h.capture_log()
+    mnemo.configure(POLICY)
+    tracking.reset()
+  end)
+  after_each(function()
+    tracking.reset()
+    restore()
+  end)
+
+  it("records a real failure through the guard, flushes it, and groups it", function()
+    local dsn = fresh_db()
+    mnemo.run(function()
+      local conn = assert(mnemo.pg.connect(dsn))
+      -- A query against a table that does not exist: invalid_input, not
+      -- retried, the call fails.
+      local ok, err = pcall(mnemo.guard, "db_query", function()
+        return conn:exec("SELECT * FROM no_such_table")
+      end, { context = { repository = "sample", file_path = "/home/alice/src/a.py", correlation_id = "req-1" } })
+      assert.is_false(ok)
+      assert.equal("invalid_input", err.kind)
+      conn:close()
+      -- A timeout: the attempt's WARNING and the call's ERROR.
+      ok, err = pcall(mnemo.guard, "slow_call", function()
+        mnemo.sleep(1)
+      end, { context = { repository = "other" } })
+      assert.is_false(ok)
+      assert.equal("timeout", err.kind)
+    end)
+    local c = tracking.counters()
+    assert.equal(3, c.recorded)
+    assert.equal(3, c.queue_length)
+
+    local flushed = assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    assert.equal(3, flushed)
+    assert.equal(0, tracking.counters().queue_length)
+    assert.equal(3, tracking.counters().flushed)
+
+    local rows = sql(dsn, [[SELECT severity, category, service, operation, error_type, message, context::text AS ctx,
+      correlation_id, occurrences FROM error_logs ORDER BY operation, severity]])
+    assert.equal(3, #rows)
+    local db = rows[1]
+    assert.equal("ERROR", db.severity)
+    assert.equal("database", db.category)
+    assert.equal("db_query", db.operation)
+    assert.equal("InvalidInputError", db.error_type)
+    assert.matches('relation "no_such_table" does not exist', db.message)
+    assert.equal("req-1", db.correlation_id)
+    local ctx = cjson.decode(db.ctx)
+    assert.equal("sample", ctx.repository)
+    assert.equal("~/src/a.py", ctx.file_path, "home directory scrubbed")
+    assert.equal("42P01", ctx.sqlstate)
+    assert.equal(1, ctx.attempts)
+    assert.equal("ERROR", rows[2].severity)
+    assert.equal("timeout", rows[2].category)
+    assert.equal("TimeoutError", rows[2].error_type)
+    assert.equal("slow_call exceeded its 0.02s timeout", rows[2].message)
+    assert.equal("WARNING", rows[3].severity)
+
+    local stats = assert(mnemo.run(tracking.stats, { dsn = dsn, since_hours = 1, group_by = "error_type" }))
+    assert.equal("error_type", stats.group_by)
+    assert.equal(2, #stats.groups)
+    assert.equal("TimeoutError", stats.groups[1].key)
+    assert.equal(2, stats.groups[1].count)
+    assert.same({ "slow_call" }, stats.groups[1].operations)
+    assert.equal("InvalidInputError", stats.groups[2].key)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+Z$", stats.groups[2].first_seen)
+
+    stats = assert(mnemo.run(tracking.stats, { dsn = dsn, group_by = "repository" }))
+    local by = {}
+    for _, g in ipairs(stats.groups) do
+      by[g.key] = g.count
+    end
+    assert.same({ sample = 1, other = 2 }, by)
+    stats = assert(mnemo.run(tracking.stats, { dsn = dsn, group_by = "category" }))
+    assert.equal("timeout", stats.groups[1].key)
+
+    local recent = assert(mnemo.run(tracking.recent, { dsn = dsn, severity = "WARNING" }))
+    assert.equal(1, #recent)
+    assert.equal("slow_call", recent[1].operation)
+    assert.equal("other", recent[1].context.repository)
+    assert.equal(2, #assert(mnemo.run(tracking.recent, { dsn = dsn, severity = "ERROR", limit = 5 })))
+  end)
+
+  it("aggregates identical events: 100 records are one row of 100, and later flushes add to it", function()
+    local dsn = fresh_db()
+    for i = 1, 100 do
+      assert.is_true(mnemo.errors.record { severity = "ERROR", category = "embedding", service = "embedder",
+        operation = "embed_batch", error_type = "HttpError", message = "status 500 from the model server",
+        context = { attempt = i } })
+    end
+    local c = tracking.counters()
+    assert.equal(100, c.recorded)
+    assert.equal(99, c.aggregated)
+    assert.equal(1, c.queue_length)
+    local window1 = tracking.queued()[1].window_start
+    assert.equal(100, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    local rows = sql(dsn, "SELECT occurrences, context::text AS ctx, fingerprint FROM error_logs")
+    assert.equal(1, #rows)
+    assert.equal(100, rows[1].occurrences)
+    assert.equal(1, cjson.decode(rows[1].ctx).attempt, "the first occurrence's context")
+    assert.equal(32, #rows[1].fingerprint)
+
+    for _ = 1, 50 do
+      mnemo.errors.record { severity = "ERROR", category = "embedding", service = "embedder",
+        operation = "embed_batch", error_type = "HttpError", message = "status 500 from the model server" }
+    end
+    local window2 = tracking.queued()[1].window_start
+    assert.equal(50, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    rows = sql(dsn, "SELECT sum(occurrences)::int AS n, count(*)::int AS rows FROM error_logs")
+    assert.equal(150, rows[1].n)
+    -- One row, unless the two flushes fell in two aggregation windows.
+    assert.equal(window1 == window2 and 1 or 2, rows[1].rows)
+  end)
+
+  it("scrubs secrets before they leave the process", function()
+    local dsn = fresh_db()
+    assert.is_true(mnemo.errors.record {
+      severity = "CRITICAL", category = "database", service = "indexer", operation = "db_connect",
+      error_type = "AuthError",
+      message = "cannot connect to postgresql://mnemo:hunter2@db:5432/x (password=sekrit) as /home/bob",
+      context = { dsn = "host=db password=pw123 user=u", header = "Bearer abc.def.ghi",
+        url = "http://api/v1?api_key=K123&q=1", file_path = "/root/work/a.lua", n = 3 },
+      traceback = "stack traceback:\n\t/home/bob/mnemo/lua/x.lua:10: in function 'connect'",
+    })
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    local row = sql(dsn, "SELECT message, context::text AS ctx, traceback FROM error_logs")[1]
+    local all = row.message .. row.ctx .. row.traceback
+    for _, secret in ipairs({ "hunter2", "sekrit", "pw123", "abc.def.ghi", "K123", "/home/bob", "/root/" }) do
+      assert.is_nil(all:find(secret, 1, true), secret .. " leaked: " .. all)
+    end
+    assert.equal("cannot connect to postgresql://mnemo:***@db:5432/x (password=***) as ~", row.message)
+    local ctx = cjson.decode(row.ctx)
+    assert.equal("host=db password=*** user=u", ctx.dsn)
+    assert.equal("Bearer ***", ctx.header)
+    assert.equal("http://api/v1?api_key=***&q=1", ctx.url)
+    assert.equal("~/work/a.lua", ctx.file_path)
+    assert.equal(3, ctx.n)
+    assert.equal("stack traceback:\n\t~/mnemo/lua/x.lua:10: in function 'connect'", row.traceback)
+  end)
+
+  it("refuses a bad severity or category with the allowed list, and bad stats parameters", function()
+    local ok, err = pcall(mnemo.errors.record, { severity = "FATAL", message = "x" })
+    assert.is_false(ok)
+    assert.matches("severity: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got FATAL", err, 1, true)
+    ok, err = pcall(mnemo.errors.record, { category = "disk", message = "x" })
+    assert.is_false(ok)
+    assert.matches("category: expected one of database, embedding, cache, timeout, circuit_breaker, parse, "
+      .. "policy, api, unknown, got disk", err, 1, true)
+    ok, err = pcall(mnemo.errors.record, { severity = "ERROR" })
+    assert.is_false(ok)
+    assert.matches("expected a message", err)
+    assert.equal(0, tracking.counters().recorded)
+    -- An error value gives the message and the type.
+    assert.is_true(mnemo.errors.record { error = mnemo.error("rate_limited", "slow down") })
+    local q = tracking.queued()[1]
+    assert.equal("RateLimitedError", q.error_type)
+    assert.equal("slow down", q.message)
+    assert.equal("unknown", q.category)
+    assert.equal("mnemo", q.service)
+
+    for _, p in ipairs({ { group_by = "message; DROP TABLE error_logs" }, { group_by = "id" },
+      { since_hours = -1 }, { since_hours = "x" }, { limit = 0 }, { limit = 2.5 } }) do
+      local res, serr = tracking.stats(p)
+      assert.is_nil(res)
+      assert.equal("invalid_input", serr.kind)
+    end
+    local res, rerr = tracking.recent { severity = "FATAL" }
+    assert.is_nil(res)
+    assert.equal("invalid_input", rerr.kind)
+    assert.matches("DEBUG, INFO, WARNING, ERROR, CRITICAL", tostring(rerr))
+  end)
+
+  it("records breaker transitions: open as CRITICAL for a critical breaker, closed as INFO", function()
+    local b = mnemo.breaker("tracked_db_" .. uv.hrtime(), { failure_threshold = 1, recovery_timeout = 30,
+      critical = true })
+    mnemo.run(function()
+      pcall(b.call, b, function()
+        error(mnemo.error("connection", "refused"))
+      end)
+    end)
+    assert.equal("open", b:state())
+    b:reset()
+    local seen = {}
+    for _, e in ipairs(tracking.queued()) do
+      seen[#seen + 1] = e.severity .. " " .. e.error_type .. " " .. e.category
+    end
+    assert.same({ "CRITICAL CircuitBreakerOpened circuit_breaker", "INFO CircuitBreakerClosed circuit_breaker" }, seen)
+  end)
+
+  it("never blocks or throws while PostgreSQL is down, keeps the newest, and flushes when it is back", function()
+    -- A private server, to stop and start.
+    local dir = os.tmpname()
+    os.remove(dir)
+    local function server(cmd)
+      local p = io.popen(("scripts/pg-server %s %s 2>&1"):format(cmd, dir))
+      local out = p:read("*a")
+      p:close()
+      return out:match("(postgresql://%S+)%s*$")
+    end
+    local base = assert(server("start"), "could not start a private PostgreSQL")
+    finally(function()
+      server("stop")
+      os.execute("rm -rf " .. dir)
+    end)
+    mnemo.run(function()
+      local conn = assert(mnemo.pg.connect(base))
+      mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
+      conn:close()
+    end)
+    server("stop")
+
+    tracking.configure { error_tracking = { capacity = 50 } }
+    -- Recording costs the same with the server gone: no I/O on this path.
+    local t0 = uv.hrtime()
+    for i = 1, 80 do
+      local ok, why = mnemo.errors.record { severity = "WARNING", category = "cache",
+        message = "miss " .. i }
+      assert.is_true(ok, why)
+    end
+    local per_record = (uv.hrtime() - t0) / 80
+    assert.is_true(per_record < 200e3, "a record took " .. per_record .. " ns")
+    local c = tracking.counters()
+    assert.equal(50, c.queue_length)
+    assert.equal(30, c.dropped)
+    assert.equal("miss 31", tracking.queued()[1].message, "the newest 50 are kept")
+
+    -- A flush fails (and says why); the batch stays queued.
+    local n, err = mnemo.run(tracking.flush, { dsn = base })
+    assert.is_nil(n)
+    assert.equal("connection", err.kind)
+    c = tracking.counters()
+    assert.equal(1, c.flush_failures)
+    assert.equal(50, c.queue_length)
+    -- The guard recorded the failed flush itself: one more event, so one
+    -- more of the oldest went.
+    assert.equal(31, c.dropped)
+    assert.equal(0, c.flushed)
+
+    -- The background flusher, while the server is still down: it backs
+    -- off, and writes as soon as the server is back.
+    assert.is_true(tracking.start { dsn = base, interval = 0.05, max_backoff = 0.2 })
+    wait_until(function()
+      return tracking.counters().flush_failures >= 3
+    end, 10, "failed flushes")
+    assert.equal(50, tracking.counters().queue_length)
+    assert.truthy(server("start"))
+    wait_until(function()
+      return tracking.counters().queue_length == 0 and tracking.counters().flushed >= 50
+    end, 20, "the flush after the restart")
+    local rows = sql(base, [[SELECT count(*)::int AS n, sum(occurrences)::int AS events,
+      count(*) FILTER (WHERE message LIKE 'miss %')::int AS misses FROM error_logs]])
+    assert.equal(49, rows[1].misses)
+    assert.equal(tracking.counters().flushed, rows[1].events)
+    local c2 = tracking.counters()
+    assert.equal(c2.recorded, c2.flushed + c2.dropped + c2.pending)
+    assert.is_true(tracking.running())
+    tracking.stop()
+    assert.is_false(tracking.running())
+  end)
+
+  it("fires an alert once per rule until it clears, with a POST to the webhook", function()
+    local dsn = fresh_db()
+    local hook = webhook_server()
+    finally(hook.close)
+    tracking.configure { alerts = { critical = 0, error = 2, warning = false, window = 3600, webhook = hook.url } }
+    mnemo.errors.record { severity = "CRITICAL", category = "database", message = "database breaker open" }
+    for i = 1, 3 do
+      mnemo.errors.record { severity = "ERROR", category = "parse", message = "parse failed " .. i }
+    end
+    -- Three ERRORs stored, a fourth still queued: both count.
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    mnemo.errors.record { severity = "ERROR", category = "parse", message = "parse failed 4" }
+
+    -- (Background tasks of earlier specs may add events of their own
+    -- meanwhile: counts are at least the ones recorded here.)
+    local fired = mnemo.run(tracking.check_alerts, { dsn = dsn })
+    assert.equal(2, #fired)
+    local active = tracking.alerts()
+    assert.equal(2, #active)
+    assert.equal("CRITICAL", active[1].severity)
+    assert.is_true(active[1].count >= 1)
+    assert.equal("ERROR", active[2].severity)
+    assert.is_true(active[2].count >= 4)
+    assert.equal(2, active[2].threshold)
+    assert.equal(2, #hook.got)
+    local bodies = {}
+    for _, req in ipairs(hook.got) do
+      assert.matches("^POST /hook HTTP/1.1", req.head)
+      local doc = cjson.decode(req.body)
+      bodies[doc.severity] = doc
+    end
+    assert.equal("critical", bodies.CRITICAL.rule)
+    assert.equal(active[2].count, bodies.ERROR.count)
+    assert.is_nil(bodies.ERROR.notified)
+    assert.equal(2, #h.events(lines, "alert"))
+
+    -- Still above the thresholds: nothing new, no second POST.
+    mnemo.errors.record { severity = "ERROR", category = "parse", message = "parse failed 5" }
+    assert.equal(0, #mnemo.run(tracking.check_alerts, { dsn = dsn }))
+    assert.equal(2, #hook.got)
+    assert.equal(2, #h.events(lines, "alert"))
+    assert.is_true(tracking.alerts()[2].count >= 5)
+
+    -- Raised thresholds: both clear, and may fire again later.
+    assert.equal(0, #mnemo.run(tracking.check_alerts, { dsn = dsn, critical = 1000, error = 1000 }))
+    assert.same({}, tracking.alerts())
+    assert.equal(2, #h.events(lines, "alert_cleared"))
+    assert.equal(1, #mnemo.run(tracking.check_alerts, { dsn = dsn, error = 1000 }))
+    assert.equal(3, #hook.got)
+    local c = tracking.counters()
+    assert.equal(3, c.alerts_fired)
+    assert.equal(3, c.webhook_sent)
+    assert.equal(1, c.alerts_active)
+  end)
+
+  it("keeps an alert to notify when the webhook is down, and tries again at the next check", function()
+    local hook = webhook_server()
+    local url = hook.url
+    hook.close()
+    mnemo.run(function()
+      mnemo.sleep(0.01) -- the listening socket is closed
+    end)
+    tracking.configure { alerts = { critical = 0, error = false, warning = false, webhook = url } }
+    mnemo.errors.record { severity = "CRITICAL", message = "down" }
+    -- No DSN: the queued events alone.
+    local fired = mnemo.run(tracking.check_alerts, { dsn = false })
+    assert.equal(1, #fired)
+    assert.equal(1, tracking.counters().webhook_failures)
+    assert.is_false(tracking.alerts()[1].notified)
+    mnemo.run(tracking.check_alerts, { dsn = false })
+    assert.equal(2, tracking.counters().webhook_failures)
+    assert.equal(1, tracking.counters().alerts_fired)
+  end)
+
+  it("validates its policy sections", function()
+    local ok, problems = require("mnemo.config").validate {
+      error_tracking = { capacity = 0, window = -1, batch = 1.5, colour = "red" },
+      alerts = { critical = -1, error = "many", webhook = "ftp://x", interval = 0 },
+    }
+    assert.is_nil(ok)
+    local text = table.concat(problems, "\n")
+    assert.matches("error_tracking.capacity: expected integer in [1, 10000000], got 0", text, 1, true)
+    assert.matches("error_tracking.window: expected a number of seconds", text, 1, true)
+    assert.matches("error_tracking.batch: expected integer in [1, 10000], got 1.5", text, 1, true)
+    assert.matches('error_tracking: unknown key "colour"', text, 1, true)
+    assert.matches("alerts.critical: expected integer >= 0 (alert above it) or false, got -1", text, 1, true)
+    assert.matches('alerts.error: expected integer >= 0 (alert above it) or false, got "many"', text, 1, true)
+    assert.matches('alerts.webhook: expected an http:// URL, got "ftp://x"', text, 1, true)
+    assert.matches("alerts.interval: expected a number of seconds > 0, got 0", text, 1, true)
+    -- The shipped policy is valid and has both sections.
+    local policy = assert(mnemo.policy.check("policies/default.lua"))
+    assert.equal(10000, policy.error_tracking.capacity)
+    assert.equal(10, policy.alerts.error)
+    assert.is_nil(tracking.start { dsn = "postgresql://x@127.0.0.1:1/x", colour = "red" })
+  end)
+end)
