@@ -12,6 +12,9 @@ local ROUNDS = 5 -- the median of 5 rounds: this machine's timings are noisy
 mnemo.log.set_level("critical")
 
 local record = mnemo.errors.record
+-- The baseline: an empty function given the same table. (The JIT then
+-- builds no table at all; record's outer table is not built either, its
+-- fields go to C as arguments: only the context table is.)
 local function empty(t)
   return true
 end

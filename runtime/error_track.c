@@ -12,8 +12,8 @@
 static const char *const SEVERITY_NAMES[MNEMO_SEV_COUNT] = {
     "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"};
 static const char *const CATEGORY_NAMES[MNEMO_CAT_COUNT] = {
-    "database", "embedding", "cache",  "timeout", "circuit_breaker",
-    "parse",    "policy",    "api",    "unknown"};
+    "database", "embedding", "cache", "timeout", "circuit_breaker",
+    "parse",    "policy",    "api",   "unknown"};
 
 const char *mnemo_severity_name(mnemo_severity_t s) {
   return (unsigned)s < MNEMO_SEV_COUNT ? SEVERITY_NAMES[s] : NULL;
@@ -96,7 +96,7 @@ enum {
   C_TRIG = 128 /* may start a rewrite: / : and word starts (alnum _) */
 };
 #define IS_ALNUM_(c)                                                           \
-  (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') ||                \
+  (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') ||                 \
    ((c) >= '0' && (c) <= '9'))
 #define IS_SPACE_(c)                                                           \
   ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n' || (c) == '\f' ||   \
@@ -111,7 +111,8 @@ enum {
    (IS_SPACE_(c) ? C_SPACE | C_ENDV : 0) |                                     \
    ((c) == ' ' || (c) == '\t' ? C_BLANK : 0) |                                 \
    ((c) == '&' || (c) == ',' || (c) == ';' || (c) == ')' || (c) == ']' ||      \
-            (c) == '}' || (c) == '"' || (c) == '\'' || (c) == '<' || (c) == '>' \
+            (c) == '}' || (c) == '"' || (c) == '\'' || (c) == '<' ||           \
+            (c) == '>'                                                         \
         ? C_ENDV                                                               \
         : 0))
 #define R4(b) CLS(b), CLS((b) + 1), CLS((b) + 2), CLS((b) + 3)
@@ -120,10 +121,18 @@ enum {
 static const unsigned char CLASS[256] = {R64(0), R64(64), R64(128), R64(192)};
 
 /* What a user name, a path segment's start or a word is made of. */
-static int is_user_char(unsigned char c) { return CLASS[c] & C_USER; }
-static int is_word_char(unsigned char c) { return CLASS[c] & C_WORD; }
-static int is_blank(unsigned char c) { return CLASS[c] & C_BLANK; }
-static int is_space(unsigned char c) { return CLASS[c] & C_SPACE; }
+static int is_user_char(unsigned char c) {
+  return CLASS[c] & C_USER;
+}
+static int is_word_char(unsigned char c) {
+  return CLASS[c] & C_WORD;
+}
+static int is_blank(unsigned char c) {
+  return CLASS[c] & C_BLANK;
+}
+static int is_space(unsigned char c) {
+  return CLASS[c] & C_SPACE;
+}
 static unsigned char lower(unsigned char c) {
   return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
@@ -134,7 +143,8 @@ typedef struct lit {
   const char *s;
   size_t n;
 } lit_t;
-#define LIT(x) {x, sizeof(x) - 1}
+#define LIT(x)                                                                 \
+  { x, sizeof(x) - 1 }
 
 static int ieq(const char *a, size_t n, lit_t lit) {
   size_t i;
@@ -198,8 +208,7 @@ static size_t quote_at(const char *s, size_t len, size_t i) {
  * so they match only whole or after a separator ("api_key", "X-Api-Key"),
  * and take ':' only in such compounds or when quoted. */
 static int secret_name(const char *w, size_t n, int *strong) {
-  static const lit_t STRONG[] = {LIT("password"), LIT("passwd"),
-                                 LIT("secret")};
+  static const lit_t STRONG[] = {LIT("password"), LIT("passwd"), LIT("secret")};
   static const lit_t WEAK[] = {LIT("token"), LIT("key"), LIT("pwd"),
                                LIT("apikey")};
   size_t i;
@@ -219,8 +228,12 @@ static int secret_name(const char *w, size_t n, int *strong) {
   return 0;
 }
 
-static int ends_value(unsigned char c) { return CLASS[c] & C_ENDV; }
-static int is_token68(unsigned char c) { return CLASS[c] & C_TOKEN; }
+static int ends_value(unsigned char c) {
+  return CLASS[c] & C_ENDV;
+}
+static int is_token68(unsigned char c) {
+  return CLASS[c] & C_TOKEN;
+}
 
 /* The word s[i..k) was just read. If it names a secret followed by its
  * value, or is "Bearer" followed by a token, writes the masked span and
@@ -303,8 +316,8 @@ static size_t mask_userinfo(sink_t *o, const char *s, size_t len, size_t i) {
   int found = 0;
   for (k = j; k < len; k++) {
     unsigned char c = (unsigned char)s[k];
-    if (c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' ||
-        c == '<' || c == '>' || is_space(c) || c == '\0')
+    if (c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c == '<' ||
+        c == '>' || is_space(c) || c == '\0')
       break;
     if (c == '@') {
       at = k;
@@ -424,7 +437,9 @@ static void add(buf_t *b, const char *p, size_t n) {
   }
 }
 
-static void adds(buf_t *b, const char *s) { add(b, s, strlen(s)); }
+static void adds(buf_t *b, const char *s) {
+  add(b, s, strlen(s));
+}
 
 /* Escapes a run of valid UTF-8 (NUL included: jsonb refuses \u0000). */
 static void json_valid_run(buf_t *b, const char *s, size_t n) {
@@ -599,13 +614,13 @@ static uint64_t siphash13(const void *data, size_t len, const uint64_t k[2]) {
   return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The identity laid out in one buffer (lengths first, so that field
- * boundaries cannot shift), hashed in one call. */
+/* The identity's hash: the message hashed where it lies, then everything
+ * else (lengths first, so that field boundaries cannot shift) and the
+ * message's hash laid out in one small buffer, hashed in one call. */
 #define KEY_BUF                                                                \
-  (16 + 8 * KEY_FIELDS + 3 * MNEMO_ERROR_MAX_NAME + MNEMO_ERROR_MAX_MESSAGE +  \
-   MNEMO_ERROR_MAX_CTX_VALUE)
+  (32 + 8 * KEY_FIELDS + 3 * MNEMO_ERROR_MAX_NAME + MNEMO_ERROR_MAX_CTX_VALUE)
 
-static void key_hash(ekey_t *k, const uint64_t seed[2]) {
+static void key_hash(ekey_t *k, uint64_t mh, const uint64_t seed[2]) {
   unsigned char buf[KEY_BUF];
   uint64_t lens[KEY_FIELDS];
   size_t n = 0;
@@ -615,12 +630,14 @@ static void key_hash(ekey_t *k, const uint64_t seed[2]) {
   buf[n++] = (unsigned char)k->present;
   memcpy(buf + n, &k->window_start_us, sizeof(k->window_start_us));
   n += sizeof(k->window_start_us);
+  memcpy(buf + n, &mh, sizeof(mh));
+  n += sizeof(mh);
   for (i = 0; i < KEY_FIELDS; i++)
     lens[i] = k->f[i].n;
   memcpy(buf + n, lens, sizeof(lens));
   n += sizeof(lens);
   for (i = 0; i < KEY_FIELDS; i++)
-    if (k->f[i].n > 0) {
+    if (i != F_MESSAGE && k->f[i].n > 0) {
       memcpy(buf + n, k->f[i].s, k->f[i].n);
       n += k->f[i].n;
     }
@@ -894,8 +911,8 @@ static void context_json(buf_t *b, const mnemo_error_ctx_t *ctx, size_t n) {
     add(b, ":", 1);
     switch (c->kind) {
     case MNEMO_CTX_STRING: {
-      size_t vn = c->str.s ? scrub_cut(c->str, value, MNEMO_ERROR_MAX_CTX_VALUE)
-                           : 0;
+      size_t vn =
+          c->str.s ? scrub_cut(c->str, value, MNEMO_ERROR_MAX_CTX_VALUE) : 0;
       json_string(b, value, vn);
       break;
     }
@@ -920,17 +937,58 @@ static void context_json(buf_t *b, const mnemo_error_ctx_t *ctx, size_t n) {
   ((str).s != NULL && (str).n == sizeof(x) - 1 &&                              \
    memcmp((str).s, x, sizeof(x) - 1) == 0)
 
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+static int add_entry(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
+                     mnemo_str_t *fields, const ekey_t *k, int64_t now_us);
+
+/* The scrubbed, cut message (in buf, or in the memo) and its hash. */
+static mnemo_str_t scrub_message(mnemo_error_tracker_t *t, mnemo_str_t raw,
+                                 char *buf, uint64_t *hash) {
+  mnemo_str_t out;
+  mnemo_error_memo_t *m;
+  unsigned i;
+  if (raw.n > 0 && raw.n <= MNEMO_ERROR_MEMO_RAW) {
+    for (i = 0; i < MNEMO_ERROR_MEMO; i++) {
+      m = &t->memo[i];
+      if (m->raw_n == raw.n && memcmp(m->raw, raw.s, raw.n) == 0) {
+        out.s = m->out;
+        out.n = m->out_n;
+        *hash = m->hash;
+        return out;
+      }
+    }
+  }
+  out.s = buf;
+  out.n = scrub_cut(raw, buf, MNEMO_ERROR_MAX_MESSAGE);
+  *hash = siphash13(out.s, out.n, t->config.seed);
+  if (raw.n > 0 && raw.n <= MNEMO_ERROR_MEMO_RAW &&
+      out.n <= MNEMO_ERROR_MEMO_RAW) {
+    m = &t->memo[t->memo_next];
+    t->memo_next = (t->memo_next + 1) % MNEMO_ERROR_MEMO;
+    m->raw_n = (uint32_t)raw.n;
+    m->out_n = (uint32_t)out.n;
+    m->hash = *hash;
+    memcpy(m->raw, raw.s, raw.n);
+    if (out.n > 0)
+      memcpy(m->out, out.s, out.n);
+  }
+  return out;
+}
+
 int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
                        int64_t now_us) {
   char message[MNEMO_ERROR_MAX_MESSAGE + 4];
   char repository[MNEMO_ERROR_MAX_CTX_VALUE + 4];
-  char traceback[MNEMO_ERROR_MAX_TRACEBACK + 4];
   mnemo_str_t fields[F_COUNT];
   mnemo_error_entry_t *e;
-  buf_t ctx = {NULL, 0, 0, 0};
   ekey_t k;
-  size_t i, size, charge;
-  char *p;
+  uint64_t mh;
+  size_t i;
 
   if ((unsigned)ev->severity >= MNEMO_SEV_COUNT ||
       (unsigned)ev->category >= MNEMO_CAT_COUNT || ev->service.s == NULL ||
@@ -943,16 +1001,23 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
   fields[F_SERVICE] = name_cut(ev->service);
   fields[F_OPERATION] = name_cut(ev->operation);
   fields[F_ERROR_TYPE] = name_cut(ev->error_type);
-  fields[F_MESSAGE].s = message;
-  fields[F_MESSAGE].n = scrub_cut(ev->message, message, MNEMO_ERROR_MAX_MESSAGE);
-  for (i = 0; i < ev->ncontext; i++) {
-    const mnemo_error_ctx_t *c = &ev->context[i];
-    if (c->kind == MNEMO_CTX_STRING && c->str.s != NULL &&
-        STR_EQ(c->key, "repository")) {
+  fields[F_MESSAGE] = scrub_message(t, ev->message, message, &mh);
+  if (ev->context_fn != NULL) {
+    if (ev->repository.s != NULL) {
       fields[F_REPOSITORY].s = repository;
       fields[F_REPOSITORY].n =
-          scrub_cut(c->str, repository, MNEMO_ERROR_MAX_CTX_VALUE);
-      break;
+          scrub_cut(ev->repository, repository, MNEMO_ERROR_MAX_CTX_VALUE);
+    }
+  } else {
+    for (i = 0; i < ev->ncontext; i++) {
+      const mnemo_error_ctx_t *c = &ev->context[i];
+      if (c->kind == MNEMO_CTX_STRING && c->str.s != NULL &&
+          STR_EQ(c->key, "repository")) {
+        fields[F_REPOSITORY].s = repository;
+        fields[F_REPOSITORY].n =
+            scrub_cut(c->str, repository, MNEMO_ERROR_MAX_CTX_VALUE);
+        break;
+      }
     }
   }
   k.severity = (unsigned char)ev->severity;
@@ -964,7 +1029,7 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
     if (fields[i].s != NULL)
       k.present |= 1u << i;
   }
-  key_hash(&k, t->config.seed);
+  key_hash(&k, mh, t->config.seed);
 
   e = find(t, &k);
   if (e != NULL) {
@@ -983,15 +1048,40 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
     t->stats.pending++;
     return 0;
   }
+  return add_entry(t, ev, fields, &k, now_us);
+}
 
-  /* A new entry: the rest of the fields, then one allocation. */
+/* A new entry: the rest of the fields, then one allocation. Apart (and
+ * not inlined) so that the common, aggregated path keeps a small stack
+ * frame: the traceback's buffer alone is 8 KiB. */
+static NOINLINE int add_entry(mnemo_error_tracker_t *t,
+                              const mnemo_error_event_t *ev,
+                              mnemo_str_t *fields, const ekey_t *k,
+                              int64_t now_us) {
+  char traceback[MNEMO_ERROR_MAX_TRACEBACK + 4];
+  mnemo_error_entry_t *e;
+  buf_t ctx = {NULL, 0, 0, 0};
+  size_t i, size, charge;
+  char *p;
+
   fields[F_CORRELATION] = name_cut(ev->correlation_id);
   if (ev->traceback.s != NULL) {
     fields[F_TRACEBACK].s = traceback;
     fields[F_TRACEBACK].n =
         scrub_cut(ev->traceback, traceback, MNEMO_ERROR_MAX_TRACEBACK);
   }
-  context_json(&ctx, ev->context, ev->ncontext);
+  if (ev->context_fn != NULL) {
+    /* Before anything changes: the callback may not return (a Lua error
+     * unwinds through here). */
+    mnemo_error_ctx_t gathered[MNEMO_ERROR_MAX_CTX_FIELDS];
+    size_t n =
+        ev->context_fn(ev->context_ud, gathered, MNEMO_ERROR_MAX_CTX_FIELDS);
+    context_json(&ctx, gathered,
+                 n < MNEMO_ERROR_MAX_CTX_FIELDS ? n
+                                                : MNEMO_ERROR_MAX_CTX_FIELDS);
+  } else {
+    context_json(&ctx, ev->context, ev->ncontext);
+  }
   if (ctx.oom) {
     free(ctx.p);
     t->stats.dropped++;
@@ -1023,12 +1113,12 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
     p += fields[i].n + 1;
   }
   free(ctx.p);
-  e->hash = k.hash;
-  e->window_start_us = k.window_start_us;
+  e->hash = k->hash;
+  e->window_start_us = k->window_start_us;
   e->first_us = e->last_us = now_us;
   e->count = 1;
-  e->severity = k.severity;
-  e->category = k.category;
+  e->severity = k->severity;
+  e->category = k->category;
   /* Header, data, a bucket pointer's share and the allocator's own. */
   charge = sizeof(*e) + size + 2 * sizeof(void *) + 16;
   e->charge = charge;

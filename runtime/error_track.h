@@ -104,20 +104,31 @@ typedef struct mnemo_error_ctx {
 typedef struct mnemo_error_event {
   mnemo_severity_t severity;
   mnemo_error_category_t category;
-  mnemo_str_t service;    /* required */
-  mnemo_str_t operation;  /* optional */
-  mnemo_str_t error_type; /* required */
-  mnemo_str_t message;    /* required; scrubbed */
+  mnemo_str_t service;        /* required */
+  mnemo_str_t operation;      /* optional */
+  mnemo_str_t error_type;     /* required */
+  mnemo_str_t message;        /* required; scrubbed */
   mnemo_str_t correlation_id; /* optional */
   mnemo_str_t traceback;      /* optional; scrubbed */
   const mnemo_error_ctx_t *context;
   size_t ncontext;
+  /* Optional, for callers whose context is costly to gather (the Lua
+   * binding walks a table): called only when the event starts a new entry
+   * (an aggregated occurrence needs no context), it fills up to `max`
+   * fields (they replace context/ncontext) and returns how many. The
+   * identity's repository is then `repository`, given by the caller. */
+  size_t (*context_fn)(void *ud, mnemo_error_ctx_t *out, size_t max);
+  void *context_ud;
+  mnemo_str_t repository;
 } mnemo_error_event_t;
+
+/* The most fields context_fn is asked for. */
+#define MNEMO_ERROR_MAX_CTX_FIELDS 32
 
 /* What one stored entry holds, bounded so that max_bytes means something:
  * longer texts are cut (at a UTF-8 boundary), context fields beyond
  * MNEMO_ERROR_MAX_CONTEXT bytes of JSON are left out. */
-#define MNEMO_ERROR_MAX_NAME 256       /* service, operation, error_type, ... */
+#define MNEMO_ERROR_MAX_NAME 256 /* service, operation, error_type, ... */
 #define MNEMO_ERROR_MAX_MESSAGE 2048
 #define MNEMO_ERROR_MAX_TRACEBACK 8192
 #define MNEMO_ERROR_MAX_CONTEXT 4096   /* the context's JSON text */
@@ -147,6 +158,18 @@ typedef struct mnemo_error_stats {
 
 typedef struct mnemo_error_entry mnemo_error_entry_t;
 
+/* The last few short messages, raw, with their scrubbed text and its hash:
+ * a failure that repeats (the common case: a dependency down) is then
+ * neither scrubbed nor hashed again. Looked up by content, never stale. */
+#define MNEMO_ERROR_MEMO 4
+#define MNEMO_ERROR_MEMO_RAW 256
+typedef struct mnemo_error_memo {
+  uint32_t raw_n, out_n; /* raw_n 0: empty slot */
+  uint64_t hash;
+  char raw[MNEMO_ERROR_MEMO_RAW];
+  char out[MNEMO_ERROR_MEMO_RAW];
+} mnemo_error_memo_t;
+
 typedef struct mnemo_error_tracker {
   mnemo_error_config_t config;
   mnemo_error_entry_t **buckets;
@@ -154,6 +177,8 @@ typedef struct mnemo_error_tracker {
   mnemo_error_entry_t *oldest; /* next to be taken, or dropped */
   mnemo_error_entry_t *newest;
   mnemo_error_stats_t stats;
+  mnemo_error_memo_t memo[MNEMO_ERROR_MEMO];
+  unsigned memo_next;
 } mnemo_error_tracker_t;
 
 /* A config with the defaults (capacity 10000, 16 MiB, 60 s, seed 0). */
@@ -232,7 +257,8 @@ typedef struct mnemo_error_view {
 
 /* Iteration from the oldest entry of the queue (or of a batch). */
 const mnemo_error_entry_t *mnemo_error_oldest(const mnemo_error_tracker_t *t);
-const mnemo_error_entry_t *mnemo_error_batch_first(const mnemo_error_batch_t *b);
+const mnemo_error_entry_t *
+mnemo_error_batch_first(const mnemo_error_batch_t *b);
 const mnemo_error_entry_t *mnemo_error_next(const mnemo_error_entry_t *e);
 void mnemo_error_view(const mnemo_error_entry_t *e, mnemo_error_view_t *view);
 

@@ -3,9 +3,10 @@
  * no lookups), mnemo.errors.record{...} on the caller's path, and batches
  * for the flusher in lua/mnemo/tracking.lua.
  *
- *   error_record{ severity, category, service, operation, error_type,
- *                 message, error, context, correlation_id, traceback }
- *       -> true | false, reason   (raises only on a bad argument)
+ *   error_record(severity, category, service, operation, error_type,
+ *                message, context, correlation_id, traceback)
+ *       -> true | false, reason   (raises only on a bad argument; the
+ *       table form, mnemo.errors.record{...}, is lua/mnemo/errors.lua)
  *   error_configure{ capacity, max_bytes, window, service }
  *   error_take(max) -> batch, json, entries, events | nil
  *   batch:commit() / batch:requeue() / batch:drop()
@@ -41,30 +42,8 @@ static const char tracker_mt[] = "mnemo.error_tracker";
 static const char batch_mt[] = "mnemo.error_batch";
 static const char tracker_key = 'e';
 
-/* Field names of the record table, interned once (upvalues 2..): reading
- * a field is then a rawget with a ready key, no string hashing. */
-enum {
-  K_SEVERITY,
-  K_CATEGORY,
-  K_SERVICE,
-  K_OPERATION,
-  K_ERROR_TYPE,
-  K_MESSAGE,
-  K_ERROR,
-  K_CONTEXT,
-  K_CORRELATION_ID,
-  K_TRACEBACK,
-  K_KIND,
-  K_COUNT
-};
-static const char *const KEY_NAMES[K_COUNT] = {
-    "severity", "category", "service",        "operation", "error_type",
-    "message",  "error",    "context",        "correlation_id",
-    "traceback", "kind"};
-
 #define TRACKER_UP lua_upvalueindex(1)
-#define KEY_UP(k) lua_upvalueindex(2 + (k))
-#define MAX_CONTEXT_FIELDS 32
+#define REPOSITORY_UP lua_upvalueindex(2)
 
 static lua_tracker_t *tracker(lua_State *L) {
   return lua_touserdata(L, TRACKER_UP);
@@ -78,201 +57,153 @@ static int64_t wall_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Pushes t[key] (raw) for a record field. */
-static int get(lua_State *L, int t, int k) {
-  lua_pushvalue(L, KEY_UP(k));
-  lua_rawget(L, t);
-  return lua_type(L, -1);
-}
+static const char *const ARG_NAMES[] = {
+    NULL,         "severity", "category", "service",        "operation",
+    "error_type", "message",  "context",  "correlation_id", "traceback"};
 
-/* An optional string field: absent (nil) or a string; numbers are taken
- * as text. Leaves the value on the stack (it anchors the string). */
-static mnemo_str_t opt_string(lua_State *L, int t, int k) {
+/* An optional string argument (numbers taken as text). */
+static mnemo_str_t opt_arg(lua_State *L, int i) {
   mnemo_str_t s = {NULL, 0};
-  int type = get(L, t, k);
-  if (type == LUA_TSTRING || type == LUA_TNUMBER)
-    s.s = lua_tolstring(L, -1, &s.n);
-  else if (type != LUA_TNIL)
-    luaL_error(L, "errors.record: %s: expected a string, got %s", KEY_NAMES[k],
-               lua_typename(L, type));
+  s.s = lua_tolstring(L, i, &s.n);
+  if (s.s == NULL && !lua_isnil(L, i))
+    luaL_error(L, "errors.record: %s: expected a string, got %s", ARG_NAMES[i],
+               luaL_typename(L, i));
   return s;
 }
 
-/* "circuit_open" -> "CircuitOpenError": the error type of an error object
- * that has a kind but no name of its own. Pushed on the stack. */
-static mnemo_str_t push_type_from_kind(lua_State *L, const char *kind,
-                                       size_t n) {
-  char buf[MNEMO_ERROR_MAX_NAME];
-  size_t i, o = 0;
-  int up = 1;
-  mnemo_str_t s;
-  for (i = 0; i < n && o + 6 < sizeof(buf); i++) {
-    char c = kind[i];
-    if (c == '_' || c == '-' || c == ' ') {
-      up = 1;
-      continue;
-    }
-    buf[o++] = (up && c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
-    up = 0;
-  }
-  memcpy(buf + o, "Error", 5);
-  o += 5;
-  lua_pushlstring(L, buf, o);
-  s.s = lua_tolstring(L, -1, &s.n);
-  return s;
-}
+typedef struct gather {
+  lua_State *L;
+  int ctx[2]; /* stack indexes of the context tables (0: none) */
+} gather_t;
 
-static int parse_enum_field(lua_State *L, int t, int k, int dflt,
-                            int (*parse)(const char *, size_t, int *),
-                            const char *list) {
-  size_t n;
-  const char *name;
-  int out, type = get(L, t, k);
-  if (type == LUA_TNIL) {
-    lua_pop(L, 1);
-    return dflt;
-  }
-  name = type == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-  if (name == NULL || parse(name, n, &out) != 0)
-    luaL_error(L, "errors.record: %s: expected one of %s, got %s",
-               KEY_NAMES[k], list,
-               name ? name : lua_typename(L, type));
-  lua_pop(L, 1);
-  return out;
-}
-
-static int parse_severity(const char *s, size_t n, int *out) {
-  mnemo_severity_t v;
-  int rc = mnemo_severity_parse(s, n, &v);
-  *out = (int)v;
-  return rc;
-}
-
-static int parse_category(const char *s, size_t n, int *out) {
-  mnemo_error_category_t v;
-  int rc = mnemo_error_category_parse(s, n, &v);
-  *out = (int)v;
-  return rc;
-}
-
-/* Reads the context table at index ctx into out[]; values that are not
- * strings, numbers or booleans are recorded as their tostring, anchored
- * in a table left on the stack (pushed lazily, at most one). */
-static size_t read_context(lua_State *L, int ctx, mnemo_error_ctx_t *out) {
+/* context_fn: reads the context table (only for an event that starts a
+ * new entry). Values that are not strings, numbers or booleans are taken
+ * through their __tostring (others are left out), anchored in a table
+ * left on the stack. */
+static size_t gather_context(void *ud, mnemo_error_ctx_t *out, size_t max) {
+  gather_t *g = ud;
+  lua_State *L = g->L;
   size_t n = 0;
-  int anchor = 0, anchored = 0;
-  lua_pushnil(L);
-  while (lua_next(L, ctx) != 0) {
-    mnemo_error_ctx_t *c = &out[n];
-    int vt = lua_type(L, -1);
-    if (lua_type(L, -2) != LUA_TSTRING || n == MAX_CONTEXT_FIELDS ||
-        vt == LUA_TFUNCTION) {
-      lua_pop(L, 1);
+  int anchor = 0, anchored = 0, t;
+  for (t = 0; t < 2; t++) {
+    if (g->ctx[t] == 0)
       continue;
-    }
-    /* A table says something only through its __tostring. */
-    if (vt == LUA_TTABLE || vt == LUA_TUSERDATA) {
-      if (!luaL_getmetafield(L, -1, "__tostring")) {
+    lua_pushnil(L);
+    while (lua_next(L, g->ctx[t]) != 0) {
+      mnemo_error_ctx_t *c = &out[n];
+      int vt = lua_type(L, -1);
+      if (lua_type(L, -2) != LUA_TSTRING || n == max || vt == LUA_TFUNCTION) {
         lua_pop(L, 1);
         continue;
       }
+      /* The second table adds keys the first does not have. */
+      if (t == 1) {
+        lua_pushvalue(L, -2);
+        lua_rawget(L, g->ctx[0]);
+        if (!lua_isnil(L, -1)) {
+          lua_pop(L, 2);
+          continue;
+        }
+        lua_pop(L, 1);
+      }
+      /* A table says something only through its __tostring. */
+      if (vt == LUA_TTABLE || vt == LUA_TUSERDATA) {
+        if (!luaL_getmetafield(L, -1, "__tostring")) {
+          lua_pop(L, 1);
+          continue;
+        }
+        lua_pop(L, 1);
+      }
+      memset(c, 0, sizeof(*c));
+      c->key.s = lua_tolstring(L, -2, &c->key.n);
+      if (vt == LUA_TNUMBER) {
+        c->kind = MNEMO_CTX_NUMBER;
+        c->number = lua_tonumber(L, -1);
+      } else if (vt == LUA_TBOOLEAN) {
+        c->kind = MNEMO_CTX_BOOL;
+        c->boolean = lua_toboolean(L, -1);
+      } else if (vt == LUA_TSTRING) {
+        c->kind = MNEMO_CTX_STRING;
+        c->str.s = lua_tolstring(L, -1, &c->str.n);
+      } else {
+        if (anchor == 0) {
+          /* Below the iteration key: [key, value] -> [anchor, key, value]. */
+          lua_newtable(L);
+          lua_insert(L, -3);
+          anchor = lua_gettop(L) - 2;
+        }
+        c->kind = MNEMO_CTX_STRING;
+        mnemo_rt_tostring(L, -1);
+        c->str.s = lua_tolstring(L, -1, &c->str.n);
+        lua_rawseti(L, anchor, ++anchored);
+      }
+      n++;
       lua_pop(L, 1);
     }
-    memset(c, 0, sizeof(*c));
-    c->key.s = lua_tolstring(L, -2, &c->key.n);
-    if (vt == LUA_TNUMBER) {
-      c->kind = MNEMO_CTX_NUMBER;
-      c->number = lua_tonumber(L, -1);
-    } else if (vt == LUA_TBOOLEAN) {
-      c->kind = MNEMO_CTX_BOOL;
-      c->boolean = lua_toboolean(L, -1);
-    } else if (vt == LUA_TSTRING) {
-      c->kind = MNEMO_CTX_STRING;
-      c->str.s = lua_tolstring(L, -1, &c->str.n);
-    } else {
-      if (anchor == 0) {
-        /* Below the iteration key: [ctx..., key, value] -> anchor first. */
-        lua_newtable(L);
-        lua_insert(L, -3);
-        anchor = lua_gettop(L) - 2;
-      }
-      c->kind = MNEMO_CTX_STRING;
-      mnemo_rt_tostring(L, -1);
-      c->str.s = lua_tolstring(L, -1, &c->str.n);
-      lua_rawseti(L, anchor, ++anchored);
-    }
-    n++;
-    lua_pop(L, 1);
   }
   return n;
 }
 
-/* error_record(t) -> true | false, reason */
+/* error_record(severity, category, service, operation, error_type,
+ * message, context, correlation_id, traceback [, context2])
+ * -> true | false, reason. context2: more context, for keys context does
+ * not have (the guard passes its own fields and the caller's apart, so
+ * that it need not build a merged table per failure).
+ * Positional: lua/mnemo/errors.lua reads the caller's table (in Lua, which
+ * the JIT compiles) and checks severity and category by name; severity and
+ * category arrive as their enum values. */
 static int l_record(lua_State *L) {
   lua_tracker_t *lt = tracker(L);
   mnemo_error_event_t ev;
-  mnemo_error_ctx_t ctx[MAX_CONTEXT_FIELDS];
-  int type, err_idx = 0, rc;
+  gather_t g;
+  lua_Integer sev = lua_tointeger(L, 1), cat = lua_tointeger(L, 2);
+  int rc, i;
 
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  if (!lua_checkstack(L, 40))
-    return luaL_error(L, "errors.record: stack overflow");
+  lua_settop(L, 10);
   memset(&ev, 0, sizeof(ev));
-  ev.severity = (mnemo_severity_t)parse_enum_field(
-      L, 1, K_SEVERITY, MNEMO_SEV_ERROR, parse_severity, mnemo_severity_list());
-  ev.category = (mnemo_error_category_t)parse_enum_field(
-      L, 1, K_CATEGORY, MNEMO_CAT_UNKNOWN, parse_category,
-      mnemo_error_category_list());
-  ev.service = opt_string(L, 1, K_SERVICE);
+  if (sev < 0 || sev >= MNEMO_SEV_COUNT)
+    return luaL_error(L, "errors.record: severity: expected one of %s",
+                      mnemo_severity_list());
+  if (cat < 0 || cat >= MNEMO_CAT_COUNT)
+    return luaL_error(L, "errors.record: category: expected one of %s",
+                      mnemo_error_category_list());
+  ev.severity = (mnemo_severity_t)sev;
+  ev.category = (mnemo_error_category_t)cat;
+  ev.service = opt_arg(L, 3);
   if (ev.service.s == NULL) {
     ev.service.s = lt->service;
     ev.service.n = strlen(lt->service);
   }
-  ev.operation = opt_string(L, 1, K_OPERATION);
-  ev.error_type = opt_string(L, 1, K_ERROR_TYPE);
-  ev.message = opt_string(L, 1, K_MESSAGE);
-  ev.correlation_id = opt_string(L, 1, K_CORRELATION_ID);
-  ev.traceback = opt_string(L, 1, K_TRACEBACK);
-
-  /* `error`: an error value to take what is missing from. */
-  if (get(L, 1, K_ERROR) != LUA_TNIL)
-    err_idx = lua_gettop(L);
-  if (ev.message.s == NULL) {
-    if (err_idx == 0)
-      return luaL_error(L, "errors.record: expected a message (or an error)");
-    mnemo_rt_tostring(L, err_idx);
-    ev.message.s = lua_tolstring(L, -1, &ev.message.n);
-  }
-  if (ev.error_type.s == NULL) {
-    if (err_idx != 0 && lua_type(L, err_idx) == LUA_TTABLE &&
-        (lua_pushvalue(L, KEY_UP(K_KIND)), lua_gettable(L, err_idx),
-         lua_type(L, -1) == LUA_TSTRING)) {
-      size_t n;
-      const char *kind = lua_tolstring(L, -1, &n);
-      ev.error_type = push_type_from_kind(L, kind, n);
-    } else {
-      ev.error_type.s = err_idx != 0 && lua_type(L, err_idx) == LUA_TSTRING
-                            ? "LuaError"
-                            : "Error";
-      ev.error_type.n = strlen(ev.error_type.s);
+  ev.operation = opt_arg(L, 4);
+  ev.error_type = opt_arg(L, 5);
+  ev.message = opt_arg(L, 6);
+  ev.correlation_id = opt_arg(L, 8);
+  ev.traceback = opt_arg(L, 9);
+  if (ev.message.s == NULL || ev.error_type.s == NULL)
+    return luaL_error(L, "errors.record: expected a message and an error type");
+  g.L = L;
+  g.ctx[0] = g.ctx[1] = 0;
+  for (i = 7; i <= 10; i += 3) {
+    if (lua_type(L, i) == LUA_TTABLE) {
+      /* Only the repository is part of the identity: the rest of the
+       * context is read only if the event is new. */
+      if (ev.repository.s == NULL) {
+        lua_pushvalue(L, REPOSITORY_UP);
+        lua_rawget(L, i);
+        if (lua_type(L, -1) == LUA_TSTRING)
+          ev.repository.s = lua_tolstring(L, -1, &ev.repository.n);
+      }
+      g.ctx[g.ctx[0] == 0 ? 0 : 1] = i;
+    } else if (!lua_isnil(L, i)) {
+      return luaL_error(L, "errors.record: context: expected a table, got %s",
+                        luaL_typename(L, i));
     }
   }
-  if (ev.traceback.s == NULL && err_idx != 0 &&
-      lua_type(L, err_idx) == LUA_TTABLE) {
-    lua_pushvalue(L, KEY_UP(K_TRACEBACK));
-    lua_gettable(L, err_idx);
-    if (lua_type(L, -1) == LUA_TSTRING)
-      ev.traceback.s = lua_tolstring(L, -1, &ev.traceback.n);
-  }
-
-  type = get(L, 1, K_CONTEXT);
-  if (type == LUA_TTABLE) {
-    ev.context = ctx;
-    ev.ncontext = read_context(L, lua_gettop(L), ctx);
-  } else if (type != LUA_TNIL) {
-    return luaL_error(L, "errors.record: context: expected a table, got %s",
-                      lua_typename(L, type));
+  if (g.ctx[0] != 0) {
+    ev.context_fn = gather_context;
+    ev.context_ud = &g;
+    if (!lua_checkstack(L, 8))
+      return luaL_error(L, "errors.record: stack overflow");
   }
 
   rc = mnemo_error_record(&lt->t, &ev, wall_us());
@@ -313,9 +244,9 @@ static int l_configure(lua_State *L) {
   cfg.capacity = (size_t)opt_number(L, 1, "capacity", (double)cfg.capacity, 1);
   cfg.max_bytes = (size_t)opt_number(L, 1, "max_bytes", (double)cfg.max_bytes,
                                      MNEMO_ERROR_MIN_BYTES);
-  cfg.window_us = (int64_t)(opt_number(L, 1, "window",
-                                       (double)cfg.window_us / 1e6, 0.001) *
-                            1e6);
+  cfg.window_us =
+      (int64_t)(opt_number(L, 1, "window", (double)cfg.window_us / 1e6, 0.001) *
+                1e6);
   lua_getfield(L, 1, "service");
   if (lua_type(L, -1) == LUA_TSTRING) {
     size_t n;
@@ -553,21 +484,18 @@ void mnemo_open_error_track(lua_State *L) {
                                            {"drop", l_batch_drop},
                                            {NULL, NULL}};
   static const luaL_Reg functions[] = {
-      {"error_record", l_record},     {"error_configure", l_configure},
-      {"error_take", l_take},         {"error_counters", l_counters},
-      {"error_pending", l_pending},   {"error_peek", l_peek},
-      {"error_scrub", l_scrub},       {"error_wall_time", l_wall_time},
-      {"error_clear", l_clear},
-      {NULL, NULL}};
+      {"error_record", l_record},   {"error_configure", l_configure},
+      {"error_take", l_take},       {"error_counters", l_counters},
+      {"error_pending", l_pending}, {"error_peek", l_peek},
+      {"error_scrub", l_scrub},     {"error_wall_time", l_wall_time},
+      {"error_clear", l_clear},     {NULL, NULL}};
   const luaL_Reg *f;
-  int k;
   mnemo_lua_class(L, tracker_mt, NULL, l_tracker_gc);
   mnemo_lua_class(L, batch_mt, batch_methods, l_batch_gc);
   for (f = functions; f->name != NULL; f++) {
     push_tracker(L);
-    for (k = 0; k < K_COUNT; k++)
-      lua_pushstring(L, KEY_NAMES[k]);
-    lua_pushcclosure(L, f->func, 1 + K_COUNT);
+    lua_pushliteral(L, "repository");
+    lua_pushcclosure(L, f->func, 2);
     lua_setfield(L, -2, f->name);
   }
 }

@@ -179,7 +179,7 @@ static int l_query(lua_State *L) {
   lua_pg_t *p = check(L);
   const char *sql = luaL_checkstring(L, 2);
   const char *params[64];
-  int n = 0, i;
+  int n = 0, i, rc;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "n");
@@ -187,6 +187,10 @@ static int l_query(lua_State *L) {
     lua_pop(L, 1);
     if (n > 64)
       return luaL_argerror(L, 3, "at most 64 parameters");
+    /* Every value stays on the stack until the query is sent: a number
+     * converted by lua_tostring is a new string that nothing else holds,
+     * and the next conversion may run the collector. */
+    luaL_checkstack(L, n, "too many parameters");
     for (i = 0; i < n; i++) {
       lua_rawgeti(L, 3, i + 1);
       if (lua_isnil(L, -1)) {
@@ -200,11 +204,12 @@ static int l_query(lua_State *L) {
                                "parameters must be strings, numbers, "
                                "booleans or nil");
       }
-      lua_pop(L, 1); /* the string stays alive in the params table */
     }
   }
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  if (mnemo_pg_query(&p->conn, sql, n, params, on_result) != 0) {
+  rc = mnemo_pg_query(&p->conn, sql, n, params, on_result);
+  lua_pop(L, n); /* libpq has copied the parameters */
+  if (rc != 0) {
     lua_pushnil(L);
     lua_pushstring(L, p->conn.error);
     return 2;

@@ -14,6 +14,16 @@ local function show(v)
   return tostring(v)
 end
 
+-- path.key; path[key] for a key that is neither a string nor a number
+-- (`[true] = ...` in a policy).
+local function join(path, key)
+  local kt = type(key)
+  if kt == "string" or kt == "number" then
+    return path .. "." .. key
+  end
+  return format("%s[%s]", path, show(key))
+end
+
 local Checker = {}
 Checker.__index = Checker
 
@@ -23,7 +33,7 @@ end
 
 function Checker:number(t, path, key, opts)
   local v = t[key]
-  local p = path .. "." .. key
+  local p = join(path, key)
   if v == nil then
     if opts.required then
       self:problem(p, opts.what or "a number", nil)
@@ -58,6 +68,13 @@ function Checker:keys(t, path, allowed)
   end
 end
 
+-- Entries of timeouts, retry, breakers... are named by strings.
+function Checker:name(section, name)
+  if type(name) ~= "string" then
+    self.problems[#self.problems + 1] = format("%s: expected a name (string) as key, got %s", section, show(name))
+  end
+end
+
 function Checker:table(v, path)
   if type(v) ~= "table" then
     self:problem(path, "a table", v)
@@ -69,7 +86,9 @@ end
 local function set(list)
   local s = {}
   for _, k in ipairs(list) do
-    s[k] = true
+    if k == k then -- NaN cannot be a key (never = { 0/0 } is reported)
+      s[k] = true
+    end
   end
   return s
 end
@@ -217,34 +236,49 @@ function _M.validate(c)
     return nil, ck.problems
   end
   ck:keys(c, "config", TOP_KEYS)
+  -- A section that is not a table is a problem; below (names looked up in
+  -- it) it counts as empty.
   local timeouts = c.timeouts or {}
   if ck:table(timeouts, "timeouts") then
     for name, v in pairs(timeouts) do
+      ck:name("timeouts", name)
       ck:number(timeouts, "timeouts", name, DURATION)
     end
+  else
+    timeouts = {}
   end
   local retry = c.retry or {}
   if ck:table(retry, "retry") then
     for name, r in pairs(retry) do
-      ck:retry(r, "retry." .. name)
+      ck:name("retry", name)
+      ck:retry(r, join("retry", name))
     end
+  else
+    retry = {}
   end
   local breakers = c.breakers or {}
   if ck:table(breakers, "breakers") then
     for name, b in pairs(breakers) do
-      ck:breaker(b, "breakers." .. name)
+      ck:name("breakers", name)
+      ck:breaker(b, join("breakers", name))
     end
+  else
+    breakers = {}
   end
   local bulkheads = c.bulkheads or {}
   if ck:table(bulkheads, "bulkheads") then
     for name, b in pairs(bulkheads) do
-      ck:bulkhead(b, "bulkheads." .. name)
+      ck:name("bulkheads", name)
+      ck:bulkhead(b, join("bulkheads", name))
     end
+  else
+    bulkheads = {}
   end
   local degrade = c.degrade or {}
   if ck:table(degrade, "degrade") then
     for name, d in pairs(degrade) do
-      local path = "degrade." .. name
+      ck:name("degrade", name)
+      local path = join("degrade", name)
       if type(d) ~= "string" and ck:table(d, path) then
         ck:keys(d, path, set { "breaker", "recover_after", "rungs" })
         if d.breaker ~= nil and (type(d.breaker) ~= "string" or breakers[d.breaker] == nil) then
@@ -285,7 +319,8 @@ function _M.validate(c)
   local ops = c.operations or {}
   if ck:table(ops, "operations") then
     for name, op in pairs(ops) do
-      local path = "operations." .. name
+      ck:name("operations", name)
+      local path = join("operations", name)
       if ck:table(op, path) then
         ck:keys(op, path, OPERATION_KEYS)
         local t = op.timeout
@@ -305,7 +340,12 @@ function _M.validate(c)
         end
         if op.retry ~= nil and not op.idempotent then
           local r = retry[op.retry]
-          if type(r) == "table" and (r.attempts or 3) > 1 then
+          -- attempts of a wrong type is reported above; take the default
+          local attempts = type(r) == "table" and r.attempts
+          if type(attempts) ~= "number" then
+            attempts = 3
+          end
+          if type(r) == "table" and attempts > 1 then
             ck.problems[#ck.problems + 1] = format(
               "%s.retry: refusing to retry an operation not marked idempotent (add idempotent = true)", path)
           end

@@ -119,11 +119,83 @@ _M.class_from_errno = core.class_from_errno
 _M.class_from_sqlstate = core.class_from_sqlstate
 _M.class_from_http_status = core.class_from_http_status
 _M.class_from_redis = core.class_from_redis
--- Error tracking: errors.record{ severity, category, service, operation,
--- error_type, message | error, context, correlation_id, traceback } ->
--- true | false, reason. Queued in memory, never blocks, raises only on a
--- bad argument (lua/mnemo/tracking.lua flushes, counts and alerts).
-_M.record = core.error_record
+
+-- ---- error tracking (runtime/error_track.h, lua/mnemo/tracking.lua) ----
+_M.SEVERITIES = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" }
+_M.CATEGORIES = { "database", "embedding", "cache", "timeout", "circuit_breaker", "parse", "policy", "api",
+  "unknown" }
+local SEVERITY, CATEGORY = {}, {} -- name -> the C enum value
+for i, s in ipairs(_M.SEVERITIES) do
+  SEVERITY[s] = i - 1
+end
+for i, c in ipairs(_M.CATEGORIES) do
+  CATEGORY[c] = i - 1
+end
+local SEVERITY_LIST, CATEGORY_LIST = table.concat(_M.SEVERITIES, ", "), table.concat(_M.CATEGORIES, ", ")
+
+local type_names = {}
+-- The error type of an error value: kind "circuit_open" ->
+-- "CircuitOpenError", a luv error string -> its errno name, any other
+-- string -> "LuaError".
+function _M.type_of(err)
+  local t = type(err)
+  if t == "table" then
+    local kind = err.kind
+    if type(kind) ~= "string" then
+      return "Error"
+    end
+    local name = type_names[kind]
+    if not name then
+      name = kind:gsub("[_%-%s]+(%w)", string.upper):gsub("^%l", string.upper) .. "Error"
+      type_names[kind] = name
+    end
+    return name
+  elseif t == "string" then
+    return err:match("^(E[%u_]+):") or "LuaError"
+  end
+  return "Error"
+end
+
+local record = core.error_record
+-- errors.record{ severity = "ERROR", category = "unknown", service,
+-- operation, error_type, message, error, context, correlation_id,
+-- traceback } -> true | false, reason
+-- Recorded in memory (scrubbed, aggregated, bounded; the flusher writes
+-- it): no I/O, nothing raised for a full queue or a database in trouble.
+-- Raises only on a bad argument (an unknown severity or category, with the
+-- allowed list). `error` (an error value) gives the message, the error
+-- type and a traceback when they are not given. The table is read here,
+-- in Lua, where the JIT makes field reads nearly free; C gets arguments.
+function _M.record(t)
+  if type(t) ~= "table" then
+    error("errors.record: expected a table, got " .. type(t), 2)
+  end
+  local severity, category = t.severity, t.category
+  local sev = severity == nil and 3 or SEVERITY[severity]
+  if not sev then
+    error(("errors.record: severity: expected one of %s, got %s"):format(SEVERITY_LIST, tostring(severity)), 2)
+  end
+  local cat = category == nil and 8 or CATEGORY[category]
+  if not cat then
+    error(("errors.record: category: expected one of %s, got %s"):format(CATEGORY_LIST, tostring(category)), 2)
+  end
+  local message, error_type, traceback, err = t.message, t.error_type, t.traceback, t.error
+  if err ~= nil then
+    if message == nil then
+      message = tostring(err)
+    end
+    if error_type == nil then
+      error_type = _M.type_of(err)
+    end
+    if traceback == nil and type(err) == "table" then
+      traceback = rawget(err, "traceback")
+    end
+  elseif message == nil then
+    error("errors.record: expected a message (or an error)", 2)
+  end
+  return record(sev, cat, t.service, t.operation, error_type or "Error", message, t.context, t.correlation_id,
+    traceback)
+end
 
 _M.Error = Error
 return _M

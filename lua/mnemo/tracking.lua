@@ -7,10 +7,12 @@
 --     message = "...", error = err, context = { file_path = ..., ... },
 --     correlation_id = "...", traceback = "..." }    -> true | false, reason
 --
--- The record call is C (runtime/lua_error_track.c): scrubbed, aggregated
--- in memory (identical events of one window are one entry with a count),
--- queued in a bounded queue (the oldest dropped, counted). It never does
--- I/O and raises only on a bad argument (an unknown severity or category).
+-- The record call (lua/mnemo/errors.lua over runtime/lua_error_track.c)
+-- scrubs, aggregates in memory (identical events of one window are one
+-- entry with a count) and queues in a bounded queue (the oldest dropped,
+-- counted). It never does I/O and raises only on a bad argument (an
+-- unknown severity or category). The guard and the breakers record their
+-- failures through guard_failure / guard_timeout / breaker_transition.
 --
 -- This module is the rest:
 --   tracking.start{ dsn = ..., interval = 1 }   the flusher, a background
@@ -33,13 +35,12 @@ local cjson = require "cjson.safe"
 
 local type, pairs, ipairs, tostring, tonumber, pcall, error, format, floor, min, max =
   type, pairs, ipairs, tostring, tonumber, pcall, error, string.format, math.floor, math.min, math.max
-local record = core.error_record
+local record = errors.record
 
 local _M = {}
 
-_M.SEVERITIES = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" }
-_M.CATEGORIES = { "database", "embedding", "cache", "timeout", "circuit_breaker", "parse", "policy", "api",
-  "unknown" }
+_M.SEVERITIES = errors.SEVERITIES
+_M.CATEGORIES = errors.CATEGORIES
 -- group_by -> the SQL expression grouped on. Only these: the parameter
 -- picks an entry here and is never put into SQL itself.
 local GROUP_BY = {
@@ -210,80 +211,85 @@ function _M.category_for(operation, breaker, class)
   return CLASS_CATEGORY[class] or category_of_name(breaker) or category_of_name(operation) or "unknown"
 end
 
-local type_names = {}
--- The error type of an error value: "circuit_open" -> "CircuitOpenError",
--- a luv error string -> its errno name, any other string -> "LuaError".
-function _M.error_type_of(err)
-  local t = type(err)
-  if t == "table" then
-    local kind = err.kind
-    if type(kind) ~= "string" then
-      return "Error"
-    end
-    local name = type_names[kind]
-    if not name then
-      name = kind:gsub("[_%-%s]+(%w)", string.upper):gsub("^%l", string.upper) .. "Error"
-      type_names[kind] = name
-    end
-    return name
-  elseif t == "string" then
-    return err:match("^(E[%u_]+):") or "LuaError"
-  end
-  return "Error"
-end
+_M.error_type_of = errors.type_of
 
 -- Messages that stay the same from one occurrence to the next, so that
 -- they aggregate: a timeout without its elapsed time, an open breaker
--- without its retry-after.
+-- without its retry-after (made once per breaker: fast fails are many).
+local open_messages = {}
 local function stable_message(err, operation)
   if type(err) == "table" and rawget(err, "_message_kind") then
-    if err.kind == "timeout" then
+    local kind = err.kind
+    if kind == "circuit_open" then
+      local name = err.breaker
+      local m = open_messages[name]
+      if not m then
+        m = format("breaker %s is open", tostring(name))
+        open_messages[name] = m
+      end
+      return m
+    elseif kind == "timeout" then
       return format("%s exceeded its %gs timeout", tostring(err.operation or operation), err.timeout or 0)
-    elseif err.kind == "circuit_open" then
-      return format("breaker %s is open", tostring(err.breaker))
     end
   end
   return tostring(err)
 end
 
-local function merge_context(ctx, extra)
-  if type(extra) == "table" then
-    for k, v in pairs(extra) do
-      if ctx[k] == nil and type(k) == "string" then
-        ctx[k] = v
-      end
-    end
+-- The C enum values (errors.SEVERITIES / CATEGORIES order).
+local SEV_WARNING, SEV_ERROR = 2, 3
+local CATEGORY_ID = {}
+for i, c in ipairs(errors.CATEGORIES) do
+  CATEGORY_ID[c] = i - 1
+end
+
+-- The guard's own context fields, one table per combination, reused:
+-- C copies what it keeps, so a failure builds no table of its own (the
+-- caller's opts.context is passed beside it, not merged).
+local own_contexts = {}
+local function own_context(class, attempts, fallback)
+  local by_class = own_contexts[class]
+  if not by_class then
+    by_class = {}
+    own_contexts[class] = by_class
+  end
+  local key = fallback and -attempts or attempts
+  local ctx = by_class[key]
+  if not ctx then
+    ctx = { attempts = attempts, class = class, fallback = fallback or nil, retries_exhausted = attempts > 1 or nil }
+    by_class[key] = ctx
   end
   return ctx
 end
+
+local record_raw = core.error_record
 
 local function guard_failure(op, err, attempts, fallback, opts)
   local class = errors.classify(err)
   local breaker = op.breaker and op.breaker.name
   local extra = opts and opts.context
-  local ctx = merge_context({ attempts = attempts, class = class, fallback = fallback or nil,
-    retries_exhausted = attempts > 1 or nil }, extra)
+  if type(extra) ~= "table" then
+    extra = nil
+  end
+  local ctx = own_context(class, attempts, fallback)
   local traceback
   if type(err) == "table" then
-    ctx.sqlstate = err.sqlstate
-    ctx.status = err.status
+    local sqlstate, status = err.sqlstate, err.status
+    if sqlstate ~= nil or status ~= nil then
+      ctx = { attempts = attempts, class = class, fallback = fallback or nil,
+        retries_exhausted = attempts > 1 or nil, sqlstate = sqlstate, status = status }
+    end
     traceback = rawget(err, "traceback")
+    if type(traceback) ~= "string" then
+      traceback = nil
+    end
   end
   local message = stable_message(err, op.name)
   if attempts > 1 then
     message = format("retries exhausted after %d attempts: %s", attempts, message)
   end
-  return record {
-    severity = fallback and "WARNING" or "ERROR",
-    category = _M.category_for(op.name, breaker, class),
-    service = breaker,
-    operation = op.name,
-    error_type = _M.error_type_of(err),
-    message = message,
-    context = ctx,
-    correlation_id = type(extra) == "table" and extra.correlation_id or nil,
-    traceback = type(traceback) == "string" and traceback or nil,
-  }
+  return record_raw(fallback and SEV_WARNING or SEV_ERROR,
+    CATEGORY_ID[_M.category_for(op.name, breaker, class)], breaker, op.name, errors.type_of(err), message, ctx,
+    extra and extra.correlation_id, traceback, extra)
 end
 
 -- The guard's final failure of a call (fallback: a fallback answered
@@ -296,16 +302,12 @@ end
 -- An attempt that ran out of its timeout (it may still be retried).
 function _M.guard_timeout(op, timeout, attempt, opts)
   local extra = opts and opts.context
-  local ok, res = pcall(record, {
-    severity = "WARNING",
-    category = "timeout",
-    service = op.breaker and op.breaker.name or nil,
-    operation = op.name,
-    error_type = "TimeoutError",
-    message = format("%s exceeded its %gs timeout", op.name, timeout or 0),
-    context = merge_context({ attempt = attempt, timeout = timeout }, extra),
-    correlation_id = type(extra) == "table" and extra.correlation_id or nil,
-  })
+  if type(extra) ~= "table" then
+    extra = nil
+  end
+  local ok, res = pcall(record_raw, SEV_WARNING, CATEGORY_ID.timeout, op.breaker and op.breaker.name or nil,
+    op.name, "TimeoutError", format("%s exceeded its %gs timeout", op.name, timeout or 0),
+    { attempt = attempt, timeout = timeout }, extra and extra.correlation_id, nil, extra)
   return ok and res
 end
 
@@ -497,6 +499,14 @@ function _M.flush(opts)
   state.counts.flush_runs = state.counts.flush_runs + 1
   local ok, total, err = pcall(flush_all, dsn, s)
   state.flushing = false
+  if state.close_pending then
+    -- stop() came while this flush used the connection.
+    state.close_pending = false
+    if state.conn then
+      state.conn:close()
+      state.conn = nil
+    end
+  end
   if not ok then
     err, total = total, nil
   end
@@ -720,7 +730,11 @@ function _M.stop(opts)
   end
   state.running = false
   state.generation = state.generation + 1
-  if state.conn then
+  if state.flushing then
+    -- Closing it now would abandon the query in flight (its task would
+    -- wait for its deadline): the flush closes it when done.
+    state.close_pending = true
+  elseif state.conn then
     state.conn:close()
     state.conn = nil
   end

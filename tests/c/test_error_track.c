@@ -61,7 +61,8 @@ static const char *const CASES[][2] = {
     /* key=value secrets */
     {"GET /v1?api_key=AKIA123&x=1", "GET /v1?api_key=***&x=1"},
     {"token=abc key=def secret=ghi", "token=*** key=*** secret=***"},
-    {"access_token=t1; client_secret=t2", "access_token=***; client_secret=***"},
+    {"access_token=t1; client_secret=t2",
+     "access_token=***; client_secret=***"},
     {"{\"password\": \"pw\", \"user\": \"u\"}",
      "{\"password\": \"***\", \"user\": \"u\"}"},
     {"{\\\"token\\\":\\\"abc\\\"}", "{\\\"token\\\":\\\"***\\\"}"},
@@ -241,8 +242,8 @@ static void test_identical_events_aggregate(void **state) {
 static void test_identity(void **state) {
   mnemo_error_tracker_t t;
   mnemo_error_event_t ev;
-  mnemo_error_ctx_t repo = {{"repository", 10}, MNEMO_CTX_STRING,
-                            {"sample", 6}, 0, 0};
+  mnemo_error_ctx_t repo = {
+      {"repository", 10}, MNEMO_CTX_STRING, {"sample", 6}, 0, 0};
   (void)state;
   init(&t, 100);
   record(&t, "auth failed for postgresql://u:one@h/db", T0);
@@ -280,6 +281,70 @@ static void test_identity(void **state) {
   assert_int_equal(t.stats.entries, 9);
   assert_int_equal(t.stats.aggregated, 2);
   assert_string_equal(view(t.newest).repository, "sample");
+  mnemo_error_tracker_free(&t);
+}
+
+static size_t calls;
+static size_t fill_context(void *ud, mnemo_error_ctx_t *out, size_t max) {
+  const char *file = ud;
+  assert_int_equal(max, MNEMO_ERROR_MAX_CTX_FIELDS);
+  calls++;
+  memset(out, 0, 2 * sizeof(*out));
+  out[0].key = S("repository");
+  out[0].str = S("sample");
+  out[1].key = S("file_path");
+  out[1].str = S(file);
+  return 2;
+}
+
+/* A context gathered by a callback is gathered only for a new entry; the
+ * identity's repository is then the one given with the event. */
+static void test_context_callback(void **state) {
+  mnemo_error_tracker_t t;
+  mnemo_error_event_t ev = event("m");
+  (void)state;
+  init(&t, 10);
+  calls = 0;
+  ev.context_fn = fill_context;
+  ev.context_ud = (void *)"/home/eve/a.py";
+  ev.repository = S("sample");
+  assert_int_equal(mnemo_error_record(&t, &ev, T0), 0);
+  assert_int_equal(mnemo_error_record(&t, &ev, T0 + 1), 0);
+  assert_int_equal(calls, 1);
+  assert_string_equal(view(mnemo_error_oldest(&t)).context_json,
+                      "{\"repository\":\"sample\",\"file_path\":\"~/a.py\"}");
+  assert_string_equal(view(mnemo_error_oldest(&t)).repository, "sample");
+  ev.repository = S("other");
+  mnemo_error_record(&t, &ev, T0 + 2);
+  assert_int_equal(calls, 2);
+  assert_int_equal(t.stats.entries, 2);
+  mnemo_error_tracker_free(&t);
+}
+
+/* Repeated messages come from the memo: still scrubbed, still told apart,
+ * also when more of them alternate than the memo holds. */
+static void test_memo(void **state) {
+  mnemo_error_tracker_t t;
+  static const char *const msgs[] = {
+      "password=a", "password=b", "m1", "m2", "m3", "m4", "token=x /home/u/f"};
+  const mnemo_error_entry_t *e;
+  int round, i;
+  (void)state;
+  init(&t, 100);
+  for (round = 0; round < 5; round++)
+    for (i = 0; i < 7; i++)
+      assert_int_equal(record(&t, msgs[i], T0 + round), 0);
+  assert_int_equal(t.stats.entries, 6); /* password=a and =b: one event */
+  assert_int_equal(t.stats.recorded, 35);
+  for (e = mnemo_error_oldest(&t); e != NULL; e = mnemo_error_next(e)) {
+    mnemo_error_view_t v = view(e);
+    if (strcmp(v.message, "password=***") == 0)
+      assert_int_equal(v.count, 10);
+    else
+      assert_int_equal(v.count, 5);
+    assert_null(strstr(v.message, "home"));
+  }
+  assert_string_equal(messages(&t), "password=*** m1 m2 m3 m4 token=*** ~/f");
   mnemo_error_tracker_free(&t);
 }
 
@@ -325,7 +390,7 @@ static void test_overflow_keeps_newest(void **state) {
   record(&t, "e5", T0 + 12);
   record(&t, "e5", T0 + 13);
   record(&t, "e6", T0 + 14);
-  record(&t, "e9", T0 + 15); /* drops e7 (1) */
+  record(&t, "e9", T0 + 15);  /* drops e7 (1) */
   record(&t, "e10", T0 + 16); /* drops e3 (2) */
   assert_int_equal(t.stats.dropped, 7);
   assert_string_equal(messages(&t), "e8 e5 e6 e9 e10");
@@ -474,7 +539,8 @@ static void test_scrubbed_when_stored(void **state) {
   assert_int_equal(mnemo_error_record(&t, &ev, T0), 0);
   v = view(mnemo_error_oldest(&t));
   assert_string_equal(v.message, "login as bob with password=***");
-  assert_string_equal(v.traceback, "stack traceback:\n\t~/x.lua:1: in main chunk");
+  assert_string_equal(v.traceback,
+                      "stack traceback:\n\t~/x.lua:1: in main chunk");
   assert_string_equal(v.context_json,
                       "{\"file_path\":\"~/repo/a.py\","
                       "\"dsn\":\"postgresql://bob:***@db/x\",\"attempt\":3,"
@@ -717,6 +783,8 @@ int main(void) {
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_identical_events_aggregate),
       cmocka_unit_test(test_identity),
+      cmocka_unit_test(test_context_callback),
+      cmocka_unit_test(test_memo),
       cmocka_unit_test(test_windows),
       cmocka_unit_test(test_overflow_keeps_newest),
       cmocka_unit_test(test_bytes_bound),
