@@ -45,12 +45,52 @@ end
 
 local MAX_INCLUDE_DEPTH = 4
 
+-- A policy is plain data. A table with a metatable would run the policy's
+-- code whenever the validator or the guard reads it (__index, __newindex,
+-- __tostring...), outside the sandbox's instruction budget: refused.
+-- Walks every table reachable through keys and values (raw, no recursion).
+local function has_metatable(root)
+  local stack, seen = { root }, { [root] = true }
+  while #stack > 0 do
+    local t = stack[#stack]
+    stack[#stack] = nil
+    if debug.getmetatable(t) ~= nil then
+      return true
+    end
+    for k, v in next, t do
+      if type(k) == "table" and not seen[k] then
+        seen[k] = true
+        stack[#stack + 1] = k
+      end
+      if type(v) == "table" and not seen[v] then
+        seen[v] = true
+        stack[#stack + 1] = v
+      end
+    end
+  end
+  return false
+end
+
+-- An error value as text, without calling the policy's code (tostring on a
+-- table runs its __tostring).
+local function describe(v)
+  local t = type(v)
+  if t == "string" or t == "number" or t == "boolean" or t == "nil" then
+    return tostring(v)
+  end
+  return ("(an error value of type %s)"):format(t)
+end
+
 -- Evaluates one file (and its includes) to a table. Returns the table, or
--- nil and a list of problems.
-local function evaluate(path, depth, seen)
-  local text, err = read_file(path)
-  if not text then
-    return nil, { ("cannot read: %s"):format(err) }, nil
+-- nil and a list of problems. `text`, if given, is the file's text (not
+-- read from path; includes still are).
+local function evaluate(path, depth, seen, text)
+  if text == nil then
+    local err
+    text, err = read_file(path)
+    if not text then
+      return nil, { ("cannot read: %s"):format(err) }, nil
+    end
   end
   local fn, cerr = sandbox.compile(text, "@" .. path)
   if not fn then
@@ -58,10 +98,13 @@ local function evaluate(path, depth, seen)
   end
   local ok, result = sandbox.call(state.options.budget, fn)
   if not ok then
-    return nil, { ("evaluation failed: %s"):format(tostring(result)) }, text
+    return nil, { ("evaluation failed: %s"):format(describe(result)) }, text
   end
   if type(result) ~= "table" then
     return nil, { ("expected the file to return a table, got %s"):format(type(result)) }, text
+  end
+  if has_metatable(result) then
+    return nil, { "a table in the policy has a metatable (setmetatable is not allowed in a policy)" }, text
   end
   local include = result.include
   if include ~= nil then
@@ -101,8 +144,8 @@ end
 -- Loads and validates a file without applying it. Returns the table and
 -- the file text, or nil and the problems as one text, each line
 -- "path: problem".
-function _M.check(path)
-  local t, problems, text = evaluate(path, 0, { [path] = true })
+local function check(path, source)
+  local t, problems, text = evaluate(path, 0, { [path] = true }, source)
   if t then
     local ok, vproblems = config.validate(t)
     if not ok then
@@ -118,6 +161,20 @@ function _M.check(path)
     return nil, table.concat(lines, "\n")
   end
   return t, text
+end
+
+function _M.check(path)
+  return check(path, nil)
+end
+
+-- The same for a policy given as text: `name` stands for its path (in
+-- messages, and includes are looked up in its directory). Used by the
+-- fuzzer (fuzz/fuzz_policy.c).
+function _M.check_source(text, name)
+  if type(text) ~= "string" then
+    error("check_source: expected the policy text (a string)", 2)
+  end
+  return check(name or "=policy", text)
 end
 
 local function reject(path, err)
