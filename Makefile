@@ -26,7 +26,7 @@ HOST_OBJ := $(HOST_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 
 C_TESTS := $(patsubst tests/c/%.c,%,$(filter-out tests/c/test_main.c,$(wildcard tests/c/test_*.c)))
 
-.PHONY: all run test bench clean help deps format demo _run _test _bench
+.PHONY: all run test bench clean help deps format demo fuzz _run _test _bench
 all: $(BUILD)/mnemo-run $(BUILD)/mnemo_core.so $(GRAMMARS_LIB)
 
 # Tree-sitter grammars, pinned in grammars/versions.txt, fetched from npm.
@@ -38,6 +38,9 @@ help:
 	@echo "make demo     the runtime demo: timeouts, retries, breakers (examples/demo.lua)"
 	@echo "make test     every test: C unit tests (plain and ASan+UBSan), busted specs"
 	@echo "make bench    benchmarks, each printing a ratio against its baseline"
+	@echo "make chaos    fault-injection specs (tests/chaos/): killed servers, resets, kill -9"
+	@echo "make stress   index 10,000 generated files; wall time, peak RSS, every file accounted for"
+	@echo "make fuzz     libFuzzer (clang): chunker and policy targets, FUZZ_SECONDS (60) each"
 	@echo "make format   clang-format the C sources"
 	@echo "make deps     install missing Debian packages (scripts/install-deps)"
 	@echo "make grammars fetch (npm) and build the pinned tree-sitter grammars"
@@ -114,6 +117,43 @@ $(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
 
 _bench: all $(BENCHES)
 	@scripts/run-benches
+
+# Chaos and stress (issue 7): real faults, see docs/RELIABILITY.md.
+.PHONY: chaos stress _chaos _stress
+chaos stress:
+	@scripts/install-deps --quiet
+	@$(MAKE) --no-print-directory -j$$(nproc) _$@
+
+_chaos: all
+	@scripts/run-chaos
+
+_stress: all
+	@scripts/run-stress
+
+# libFuzzer targets (fuzz/*.c; see the comment at the top of each), built with
+# clang under ASan+UBSan, each run FUZZ_SECONDS by fuzz/run (corpus, seeds,
+# crash files: see there). Kept crash inputs in tests/corpus/<target>/ are
+# replayed by tests/c/test_corpus.c in `make test`.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := chunker policy
+FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+  $(WARN) $(PKG_CFLAGS) -Iruntime
+
+$(BUILD)/fuzz/fuzz_chunker: fuzz/fuzz_chunker.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm
+
+$(BUILD)/fuzz/fuzz_policy: fuzz/fuzz_policy.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< -o $@ $(PKG_LIBS) -lm
+
+# The regression test replays tests/corpus/ through the fuzz entry points.
+$(BUILD)/tests/test_corpus $(BUILD)/asan/test_corpus: $(wildcard fuzz/*.c)
+
+fuzz: all $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h

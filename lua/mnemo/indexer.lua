@@ -256,9 +256,12 @@ end
 
 -- Chunks of the run's repository waiting for their embedding, and the
 -- database's identity.
+-- The connection is opened before the db_query guard, not inside it: both
+-- use the database breaker, and while it is half-open (one probe call) the
+-- nested db_connect was refused, so the breaker never closed again.
 local function count_pending(run)
+  local w = { conn = pg.connect_guarded(run.dsn) }
   return guard.guard("db_query", function()
-    local w = {}
     local rows = worker_conn(run, w):query([[SELECT count(*) AS n, (SELECT id FROM mnemo_instance) AS instance
       FROM pending_embeddings p JOIN code_chunks c ON c.id = p.chunk_id WHERE c.repository = $1]],
       { run.repository })
@@ -311,9 +314,15 @@ local function index_one(run, w, file)
     return record(run, file, "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind))
   end
   local embeddings, embedding_keys = embed_chunks(run, chunks)
-  local sok, pending = pcall(guard.guard, "db_write", function()
-    return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
-  end, { context = context })
+  -- Connected (under db_connect) before db_write, not inside it: both use
+  -- the database breaker, and a nested call is refused while it is
+  -- half-open, so after an outage it never closed again.
+  local sok, pending = pcall(function()
+    worker_conn(run, w)
+    return guard.guard("db_write", function()
+      return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
+    end, { context = context })
+  end)
   if not sok then
     -- Rolled back: nothing of this file was written; forget what the
     -- cache knew about it.
@@ -428,8 +437,9 @@ function _M.index(opts)
   end
   -- What the database holds, read once: a file whose content hash is
   -- there already is unchanged (one query per run, not one per file).
+  local sw = { conn = pg.connect_guarded(run.dsn) } -- outside db_query (see count_pending)
   run.stored = guard.guard("db_query", function()
-    local w = {}
+    local w = sw
     local rows = worker_conn(run, w):query([[SELECT DISTINCT ON (file_path) file_path, content_hash
       FROM code_chunks WHERE repository = $1]], { run.repository })
     w.conn:close()
