@@ -1,7 +1,10 @@
 #include "pg.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONN_OF(handle) ((mnemo_pg_conn_t *)(handle))
 
@@ -18,8 +21,14 @@ static void set_error(mnemo_pg_conn_t *conn, const char *what) {
     conn->error[--n] = '\0';
 }
 
-/* Watches the connection's socket for `events`; libpq may change sockets
- * while connecting (several hosts), so the poll follows it. */
+/* Watches the connection's socket for `events`.
+ *
+ * The poll is on a dup() of libpq's socket, which only we close (after
+ * libuv let go of it). libpq closes its own descriptor as soon as it sees
+ * the connection lost; a new connection may then get the same number, and
+ * closing our old poll later would remove the NEW socket from epoll (the
+ * registration is by number): that connection's next query then waited
+ * forever. */
 static int watch(mnemo_pg_conn_t *conn, int events) {
   int fd = PQsocket(conn->pg);
   int rc;
@@ -27,7 +36,7 @@ static int watch(mnemo_pg_conn_t *conn, int events) {
     set_error(conn, "no socket");
     return -1;
   }
-  if (conn->poll_active && conn->socket != fd) {
+  if (conn->poll_active && conn->pq_socket != fd) {
     /* Not possible to re-point a uv_poll: stop it and use a fresh one
      * once the old one is closed; in practice libpq only switches while
      * connecting, where we poll again right after. */
@@ -38,15 +47,22 @@ static int watch(mnemo_pg_conn_t *conn, int events) {
     return -1;
   }
   if (!conn->poll_active) {
-    rc = uv_poll_init(conn->loop, &conn->poll, fd);
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) {
+      snprintf(conn->error, sizeof(conn->error), "dup: %s", strerror(errno));
+      return -1;
+    }
+    rc = uv_poll_init(conn->loop, &conn->poll, own);
     if (rc != 0) {
+      close(own);
       snprintf(conn->error, sizeof(conn->error), "uv_poll_init: %s",
                uv_strerror(rc));
       return -1;
     }
     conn->poll.data = NULL;
     conn->poll_active = 1;
-    conn->socket = fd;
+    conn->socket = own;
+    conn->pq_socket = fd;
   }
   rc = uv_poll_start(&conn->poll, events, on_poll);
   if (rc != 0) {
@@ -231,9 +247,12 @@ static void release(mnemo_pg_conn_t *conn) {
     conn->on_close(conn);
 }
 
-/* The socket is closed only after libuv let go of it. */
+/* Our descriptor is closed only after libuv let go of it. */
 static void on_poll_closed(uv_handle_t *handle) {
-  release(CONN_OF(handle));
+  mnemo_pg_conn_t *conn = CONN_OF(handle);
+  close(conn->socket);
+  conn->socket = -1;
+  release(conn);
 }
 
 void mnemo_pg_close(mnemo_pg_conn_t *conn, mnemo_pg_close_cb cb) {

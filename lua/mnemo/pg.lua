@@ -114,7 +114,13 @@ function Conn:query(sql, params)
     return rows
   end
   if not sqlstate then
-    self.broken = true -- no SQLSTATE: the connection itself failed
+    -- No SQLSTATE: the connection itself failed. Close it now rather than
+    -- at collection: the server may still hold its transaction (and the
+    -- locks in it) until the socket goes.
+    self.broken = true
+    if self.ud then
+      self.ud:close()
+    end
   end
   return nil, pg_error(message or sent_err or "query failed", sqlstate, sql)
 end
@@ -128,23 +134,37 @@ function Conn:exec(sql, params)
   return rows
 end
 
+-- The longest a shielded COMMIT or ROLLBACK may take. Shielded, they are
+-- not cut by the caller's deadline (a commit is never abandoned because
+-- the work around it ran late), but one that never answers (a lost
+-- socket) must not hang its task for ever: past this, the connection is
+-- closed and the outcome is unknown (callers retry idempotent work).
+_M.FINISH_TIMEOUT = 30
+
+local function finish(self, sql)
+  return mnemo_timeout.shield(function()
+    local ok, rows, err = pcall(mnemo_timeout.timeout, { seconds = _M.FINISH_TIMEOUT, operation = "pg_" .. sql:lower() },
+      self.query, self, sql)
+    if not ok then
+      return nil, rows
+    end
+    return rows, err
+  end)
+end
+
 -- conn:transaction(fn): BEGIN; fn(conn); COMMIT (shielded from deadlines,
--- so a commit is never cut half-way), or ROLLBACK if fn raised; returns
--- fn's results or raises its error.
+-- with a limit of its own: FINISH_TIMEOUT), or ROLLBACK if fn raised;
+-- returns fn's results or raises its error.
 function Conn:transaction(fn, ...)
   self:exec("BEGIN")
   local results = { pcall(fn, self, ...) }
   if not results[1] then
     if not self.broken then
-      mnemo_timeout.shield(function()
-        self:query("ROLLBACK")
-      end)
+      finish(self, "ROLLBACK")
     end
     error(results[2], 0)
   end
-  local ok, err = mnemo_timeout.shield(function()
-    return self:query("COMMIT")
-  end)
+  local ok, err = finish(self, "COMMIT")
   if not ok then
     error(err, 0)
   end
