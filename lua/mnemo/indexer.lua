@@ -13,6 +13,7 @@ local timeout = require "mnemo.timeout"
 local degrade = require "mnemo.degrade"
 local embed = require "mnemo.embed"
 local backfill = require "mnemo.backfill"
+local breaker = require "mnemo.breaker"
 local cjson = require "cjson"
 
 local _M = {}
@@ -22,6 +23,7 @@ _M.DEFAULTS = {
   concurrency = 4,
   dims = 384,
   backfill_wait = 5,
+  db_outage_wait = 30,
   cache_ttl = 7 * 24 * 3600,
   ignore = { [".git"] = true, ["node_modules"] = true, [".mnemo"] = true, ["build"] = true,
     ["__pycache__"] = true, [".venv"] = true },
@@ -217,7 +219,18 @@ end
 -- Process-wide totals over every run (for /metrics).
 _M.totals = { files = { indexed = 0, unchanged = 0, skipped = 0, failed = 0 }, chunks = 0, embeddings_pending = 0 }
 
+-- Failures that say only that PostgreSQL could not be reached: the file
+-- is tried again at the end of the run (see db_outage_wait).
+local DATABASE_DOWN = { database_unavailable = true, store_connection = true, store_circuit_open = true,
+  store_timeout = true, store_too_many_connections = true, store_deadlock = true,
+  index_circuit_open = true }
+
 local function record(run, file, outcome, reason)
+  if outcome == "failed" and DATABASE_DOWN[reason] and not run.final and run.deferred then
+    run.deferred[#run.deferred + 1] = file
+    run.deferred[file] = true
+    return
+  end
   local r = run.report
   local t = _M.totals.files
   t[outcome] = (t[outcome] or 0) + 1
@@ -368,6 +381,8 @@ end
 -- mnemo.index{ root = ..., repository = ..., dsn = ..., cache = cascade,
 --   embedder = fn(chunks) -> literals, concurrency = 4, progress = bool,
 --   backfill_wait = 5 (s to wait at the end for queued embeddings),
+--   db_outage_wait = 30 (s a file that failed only because PostgreSQL was
+--     unreachable may wait at the end of the run to be stored again),
 --   backfill = { backoff_base = 1, interval = 1, batch = 64 } | false,
 --   on_file = fn(path, done, total) called after each file,
 --   embedding_cache = true (a given embedder's vectors are cached by chunk
@@ -402,6 +417,7 @@ function _M.index(opts)
       and ("emb:%s:"):format(opts.embedder_name or "custom") or nil,
     cache = cache,
     queued = 0,
+    deferred = {},
     report = { files_total = 0, files_indexed = 0, files_unchanged = 0, files_skipped = 0, files_failed = 0,
       chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embeddings_cached = 0, embed_failures = 0,
       cache_hits = 0,
@@ -455,41 +471,71 @@ function _M.index(opts)
   for _, s in ipairs(skipped) do
     record(run, s, "skipped", s.reason)
   end
-  local next_file, done, finished = 1, 0, 0
-  local workers = math.max(1, math.min(opts.concurrency, #files))
-  local last_progress = t0
-  for _ = 1, workers do
-    core.spawn(function()
-      local w = {}
-      while next_file <= #files do
-        local file = files[next_file]
-        next_file = next_file + 1
-        local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
-          operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
-        if not ok then
-          local kind = errors.classify(err)
-          record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
+  local done, last_progress = 0, t0
+  local total = #files
+  -- Runs the workers over `list` until it is done.
+  local function run_files(list)
+    local next_file, finished = 1, 0
+    local workers = math.max(1, math.min(opts.concurrency, #list))
+    for _ = 1, workers do
+      core.spawn(function()
+        local w = {}
+        while next_file <= #list do
+          local file = list[next_file]
+          next_file = next_file + 1
+          local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
+            operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
+          if not ok then
+            local kind = errors.classify(err)
+            record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
+          end
+          if not run.deferred[file] then
+            done = done + 1
+            if opts.on_file then
+              opts.on_file(file.rel, done, total)
+            end
+          end
+          if opts.progress and core.now() - last_progress >= 1 then
+            last_progress = core.now()
+            progress_line(run, done, total, t0)
+          end
         end
-        done = done + 1
-        if opts.on_file then
-          opts.on_file(file.rel, done, #files)
+        if w.conn then
+          w.conn:close()
         end
-        if opts.progress and core.now() - last_progress >= 1 then
-          last_progress = core.now()
-          progress_line(run, done, #files, t0)
-        end
-      end
-      if w.conn then
-        w.conn:close()
-      end
-      finished = finished + 1
-    end)
+        finished = finished + 1
+      end)
+    end
+    while finished < workers and #list > 0 do
+      core.sleep(0.005)
+    end
   end
-  while finished < workers and #files > 0 do
-    core.sleep(0.005)
+  run_files(files)
+  -- Files that failed only because PostgreSQL was unreachable go round
+  -- again once its breaker lets calls through, for up to db_outage_wait
+  -- seconds; after that they count as failed, with their reason.
+  local give_up_at = core.now() + opts.db_outage_wait
+  while #run.deferred > 0 do
+    local again = run.deferred
+    run.deferred = {}
+    run.report.database_outages = (run.report.database_outages or 0) + 1
+    if opts.progress then
+      io.stderr:write(("database unavailable: %d files wait to be stored again (up to %g s)\n"):format(
+        #again, math.max(0, give_up_at - core.now())))
+    end
+    local b = breaker.get(guard.explain("db_write").breaker or "")
+    while b and b:state() == "open" and core.now() < give_up_at do
+      core.sleep(0.05)
+    end
+    if core.now() >= give_up_at then
+      run.final = true
+    else
+      core.sleep(math.min(0.2, give_up_at - core.now())) -- not a tight loop while it is down
+    end
+    run_files(again)
   end
-  if opts.progress and #files > 0 then
-    progress_line(run, done, #files, t0)
+  if opts.progress and total > 0 then
+    progress_line(run, done, total, t0)
   end
   if backfiller then
     if opts.progress and opts.backfill_wait > 0 then

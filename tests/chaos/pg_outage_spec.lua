@@ -1,8 +1,10 @@
 -- Chaos 2: PostgreSQL stopped mid-run with `pg_ctl stop -m immediate` (a
 -- private server started here, in its own temporary directory), started
 -- again 5 s later. No file may end with chunks of two versions or a
--- partial set; the run reports the outage (files failed with a database
--- reason); a second run, once the server is back, indexes what is missing.
+-- partial set. By default the run waits for the server (db_outage_wait)
+-- and stores every file itself, reporting the outage; with
+-- db_outage_wait = 0 it reports the files as failed with a database reason
+-- and a second run, once the server is back, indexes what is missing.
 local mnemo = require "mnemo"
 local h = require "helpers"
 local chaos = require "chaos"
@@ -30,33 +32,45 @@ describe("chaos: PostgreSQL stopped mid-run", function()
     restore()
   end)
 
-  it("never leaves mixed or partial files, reports the outage, and a second run completes", function()
-    -- The reference: the same tree indexed with no fault.
-    local ref = mnemo.run(mnemo.index, { root = root, repository = "ref", dsn = pg.dsn, backfill = false,
-      cache = mnemo.cache.cascade {} })
-    assert.equal(NFILES, ref.files_indexed)
+  local ref_indexed = false
+  -- The reference: the same tree indexed with no fault.
+  local function reference()
+    if not ref_indexed then
+      local ref = mnemo.run(mnemo.index, { root = root, repository = "ref", dsn = pg.dsn, backfill = false,
+        cache = mnemo.cache.cascade {} })
+      assert.equal(NFILES, ref.files_indexed)
+      ref_indexed = true
+    end
+  end
 
-    local restarter, t_stop, t_started
-    local t0 = mnemo.now()
-    local r = mnemo.run(mnemo.index, {
-      root = root, repository = "outage", dsn = pg.dsn, concurrency = 4, backfill = false,
+  -- Runs an index of the tree into `repository` while PostgreSQL is
+  -- stopped after STOP_AT files and started OUTAGE s later.
+  local function index_through_outage(repository, extra)
+    local restarter
+    local times = {}
+    local opts = {
+      root = root, repository = repository, dsn = pg.dsn, concurrency = 4, backfill = false,
       cache = mnemo.cache.cascade {},
       on_file = function(_, done)
         if done == STOP_AT then
           restarter = h.start(function()
-            t_stop = mnemo.now()
+            times.stop = mnemo.now()
             local s = h.spawn(pg.stop_immediate_args(), { timeout = 30 })
             assert(s.code == 0, s.stderr)
             mnemo.sleep(OUTAGE)
             local st = h.spawn(pg.start_args(), { timeout = 60 })
             assert(st.code == 0, st.stderr)
-            t_started = mnemo.now()
+            times.started = mnemo.now()
           end)
         end
       end,
-    })
-    local t_end1 = mnemo.now()
-    -- The restart may still be under way when the run ends.
+    }
+    for k, v in pairs(extra or {}) do
+      opts[k] = v
+    end
+    times.t0 = mnemo.now()
+    local r = mnemo.run(mnemo.index, opts)
+    times.t_end1 = mnemo.now()
     mnemo.run(function()
       local deadline = mnemo.now() + 60
       while not restarter.result and mnemo.now() < deadline do
@@ -64,6 +78,35 @@ describe("chaos: PostgreSQL stopped mid-run", function()
       end
     end)
     assert.is_true(restarter.result[1], tostring(restarter.result[2]))
+    return r, times
+  end
+
+  it("waits for the server and stores every file in the same run, whole, reporting the outage", function()
+    reference()
+    local r, times = index_through_outage("waited")
+    assert.equal(NFILES, r.files_indexed, chaos.reasons(r))
+    assert.equal(0, r.files_failed, chaos.reasons(r))
+    assert.is_true((r.database_outages or 0) >= 1, "the run reports the outage")
+    assert.is_true(times.t_end1 >= times.started, "the run ended after the server was back")
+    local s = chaos.integrity(pg.dsn, "waited")
+    assert.equal(NFILES, s.files)
+    assert.equal(0, s.dups)
+    assert.equal(0, s.mixed)
+    assert.equal(0, s.gaps)
+    local p = chaos.partial_against(pg.dsn, "waited", "ref")
+    assert.equal(0, p.partial)
+    assert.equal(0, p.missing)
+    chaos.figure("pg_outage_waited", "files=%d indexed=%d failed=%d in one run; outage %.2fs; run ended %.2fs after "
+      .. "the restart; database rounds=%d; stored=%d mixed=%d gaps=%d partial=%d missing=%d",
+      NFILES, r.files_indexed, r.files_failed, times.started - times.stop, times.t_end1 - times.started,
+      r.database_outages or 0, s.files, s.mixed, s.gaps, p.partial, p.missing)
+  end)
+
+  it("with db_outage_wait = 0: never leaves mixed or partial files, reports the outage, a second run completes",
+    function()
+    reference()
+    local r, times = index_through_outage("outage", { db_outage_wait = 0 })
+    local t_stop, t_started, t0, t_end1 = times.stop, times.started, times.t0, times.t_end1
     local db_failed = 0
     for reason, n in pairs(r.reasons) do
       if reason:match("^store_") or reason == "database_unavailable" then
