@@ -1,4 +1,5 @@
 #include "cache.h"
+#include "siphash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,55 +22,6 @@ struct mnemo_cache_entry {
  * for n entries) and the allocator's own bookkeeping. */
 size_t mnemo_cache_entry_overhead(void) {
   return sizeof(mnemo_cache_entry_t) + 2 * sizeof(void *) + 16;
-}
-
-/* SipHash-1-3 (Aumasson, Bernstein): keyed, so that keys chosen from
- * outside cannot be made to collide. Byte order does not matter here. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                               \
-  do {                                                                         \
-    v0 += v1;                                                                  \
-    v1 = ROTL(v1, 13);                                                         \
-    v1 ^= v0;                                                                  \
-    v0 = ROTL(v0, 32);                                                         \
-    v2 += v3;                                                                  \
-    v3 = ROTL(v3, 16);                                                         \
-    v3 ^= v2;                                                                  \
-    v0 += v3;                                                                  \
-    v3 = ROTL(v3, 21);                                                         \
-    v3 ^= v0;                                                                  \
-    v2 += v1;                                                                  \
-    v1 = ROTL(v1, 17);                                                         \
-    v1 ^= v2;                                                                  \
-    v2 = ROTL(v2, 32);                                                         \
-  } while (0)
-
-static uint64_t siphash13(const void *data, size_t len, const uint64_t k[2]) {
-  const unsigned char *in = data;
-  uint64_t v0 = 0x736f6d6570736575ull ^ k[0];
-  uint64_t v1 = 0x646f72616e646f6dull ^ k[1];
-  uint64_t v2 = 0x6c7967656e657261ull ^ k[0];
-  uint64_t v3 = 0x7465646279746573ull ^ k[1];
-  uint64_t b = (uint64_t)len << 56;
-  uint64_t m;
-  size_t i, full = len - (len & 7);
-
-  for (i = 0; i < full; i += 8) {
-    memcpy(&m, in + i, 8);
-    v3 ^= m;
-    SIPROUND;
-    v0 ^= m;
-  }
-  for (i = full; i < len; i++)
-    b |= (uint64_t)in[i] << (8 * (i - full));
-  v3 ^= b;
-  SIPROUND;
-  v0 ^= b;
-  v2 ^= 0xff;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ---- LRU list ---- */
@@ -194,7 +146,7 @@ void mnemo_cache_free(mnemo_cache_t *c) {
 
 int mnemo_cache_get(mnemo_cache_t *c, const void *key, size_t klen,
                     uint64_t now_ns, const void **value, size_t *vlen) {
-  uint64_t hash = siphash13(key, klen, c->config.seed);
+  uint64_t hash = mnemo_siphash13(key, klen, c->config.seed);
   mnemo_cache_entry_t *e = find(c, key, klen, hash);
   if (e == NULL) {
     c->stats.misses++;
@@ -219,7 +171,7 @@ int mnemo_cache_get(mnemo_cache_t *c, const void *key, size_t klen,
 int mnemo_cache_set(mnemo_cache_t *c, const void *key, size_t klen,
                     const void *value, size_t vlen, uint64_t expires_ns,
                     uint64_t now_ns) {
-  uint64_t hash = siphash13(key, klen, c->config.seed);
+  uint64_t hash = mnemo_siphash13(key, klen, c->config.seed);
   mnemo_cache_entry_t *old = find(c, key, klen, hash), *e;
   size_t overhead = mnemo_cache_entry_overhead();
   size_t need;
@@ -284,7 +236,7 @@ int mnemo_cache_set(mnemo_cache_t *c, const void *key, size_t klen,
 }
 
 int mnemo_cache_delete(mnemo_cache_t *c, const void *key, size_t klen) {
-  uint64_t hash = siphash13(key, klen, c->config.seed);
+  uint64_t hash = mnemo_siphash13(key, klen, c->config.seed);
   mnemo_cache_entry_t *e = find(c, key, klen, hash);
   if (e == NULL)
     return MNEMO_ENOENT;

@@ -101,8 +101,9 @@ const char *mnemo_chunker_language_name(const char *name);
  * cancel_flag may be NULL; once it reads non-zero the parse stops and
  * MNEMO_ECANCELED is returned (also when it is set before the call).
  * opts may be NULL (defaults). Returns 0, MNEMO_EINVAL (unknown language,
- * NULL src, len > 4 GiB), MNEMO_CHUNK_ETOODEEP, MNEMO_ENOMEM or MNEMO_ECANCELED. Any bytes are accepted: invalid UTF-8 parses
- * as errors, never crashes. */
+ * NULL src, len > 4 GiB), MNEMO_CHUNK_ETOODEEP, MNEMO_ENOMEM or
+ * MNEMO_ECANCELED. Any bytes are accepted: invalid UTF-8 parses as errors,
+ * never crashes. */
 int mnemo_chunk_source(const char *language, const char *src, size_t len,
                        const size_t *cancel_flag,
                        const mnemo_chunk_options_t *opts,

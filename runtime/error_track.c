@@ -1,4 +1,5 @@
 #include "error_track.h"
+#include "siphash.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -564,55 +565,9 @@ typedef struct key {
   mnemo_str_t f[KEY_FIELDS];
 } ekey_t;
 
-/* SipHash-1-3 (the algorithm of cache.c). Keyed with a random seed:
- * messages may come from outside, and chosen collisions would turn every
- * record into a walk along one long chain. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                               \
-  do {                                                                         \
-    v0 += v1;                                                                  \
-    v1 = ROTL(v1, 13);                                                         \
-    v1 ^= v0;                                                                  \
-    v0 = ROTL(v0, 32);                                                         \
-    v2 += v3;                                                                  \
-    v3 = ROTL(v3, 16);                                                         \
-    v3 ^= v2;                                                                  \
-    v0 += v3;                                                                  \
-    v3 = ROTL(v3, 21);                                                         \
-    v3 ^= v0;                                                                  \
-    v2 += v1;                                                                  \
-    v1 = ROTL(v1, 17);                                                         \
-    v1 ^= v2;                                                                  \
-    v2 = ROTL(v2, 32);                                                         \
-  } while (0)
-
-static uint64_t siphash13(const void *data, size_t len, const uint64_t k[2]) {
-  const unsigned char *in = data;
-  uint64_t v0 = 0x736f6d6570736575ull ^ k[0];
-  uint64_t v1 = 0x646f72616e646f6dull ^ k[1];
-  uint64_t v2 = 0x6c7967656e657261ull ^ k[0];
-  uint64_t v3 = 0x7465646279746573ull ^ k[1];
-  uint64_t b = (uint64_t)len << 56;
-  uint64_t m;
-  size_t i, full = len - (len & 7);
-
-  for (i = 0; i < full; i += 8) {
-    memcpy(&m, in + i, 8);
-    v3 ^= m;
-    SIPROUND;
-    v0 ^= m;
-  }
-  for (i = full; i < len; i++)
-    b |= (uint64_t)in[i] << (8 * (i - full));
-  v3 ^= b;
-  SIPROUND;
-  v0 ^= b;
-  v2 ^= 0xff;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
-}
+/* Keyed with a random seed (mnemo_siphash13): messages may come from
+ * outside, and chosen collisions would turn every record into a walk along
+ * one long chain. */
 
 /* The identity's hash: the message hashed where it lies, then everything
  * else (lengths first, so that field boundaries cannot shift) and the
@@ -641,7 +596,7 @@ static void key_hash(ekey_t *k, uint64_t mh, const uint64_t seed[2]) {
       memcpy(buf + n, k->f[i].s, k->f[i].n);
       n += k->f[i].n;
     }
-  k->hash = siphash13(buf, n, seed);
+  k->hash = mnemo_siphash13(buf, n, seed);
 }
 
 static mnemo_str_t field(const mnemo_error_entry_t *e, int f) {
@@ -965,7 +920,7 @@ static mnemo_str_t scrub_message(mnemo_error_tracker_t *t, mnemo_str_t raw,
   }
   out.s = buf;
   out.n = scrub_cut(raw, buf, MNEMO_ERROR_MAX_MESSAGE);
-  *hash = siphash13(out.s, out.n, t->config.seed);
+  *hash = mnemo_siphash13(out.s, out.n, t->config.seed);
   if (raw.n > 0 && raw.n <= MNEMO_ERROR_MEMO_RAW &&
       out.n <= MNEMO_ERROR_MEMO_RAW) {
     m = &t->memo[t->memo_next];

@@ -33,9 +33,9 @@ struct mnemo_pg_conn {
   PGconn *pg;
   enum mnemo_pg_state state;
   int poll_active; /* poll is initialised on `socket` */
-  int socket;    /* ours: a dup of libpq's, polled (see watch in pg.c) */
-  int pq_socket; /* libpq's, to notice it changing while connecting */
-  int flushing; /* a query is still being sent */
+  int socket;      /* ours: a dup of libpq's, polled (see watch in pg.c) */
+  int pq_socket;   /* libpq's, to notice it changing while connecting */
+  int flushing;    /* a query is still being sent */
   PGresult *result;
   mnemo_pg_connect_cb on_connect;
   mnemo_pg_result_cb on_result;
