@@ -29,50 +29,47 @@ _M.PROBE_TIMEOUT = 1.0 -- seconds a health check may take per service
 
 -- ---- health ----
 
-local function probe_postgresql()
-  local dsn = os.getenv("MNEMO_PG_DSN")
-  if not dsn or dsn == "" then
+-- Runs check(address) under PROBE_TIMEOUT: up (with its latency), down
+-- (with the scrubbed reason) or not configured.
+local function probe(address, check)
+  if not address or address == "" then
     return { status = "not_configured" }
   end
   local t0 = core.now()
-  local ok, err = pcall(timeout.timeout, _M.PROBE_TIMEOUT, function()
-    local c, cerr = pg.connect(dsn)
-    if not c then
-      error(cerr, 0)
-    end
-    local qok, qerr = pcall(c.exec, c, "SELECT 1")
-    c:close()
-    if not qok then
-      error(qerr, 0)
-    end
-  end)
+  local ok, err = pcall(timeout.timeout, _M.PROBE_TIMEOUT, check, address)
   if not ok then
     return { status = "down", error = tracking.scrub(tostring(err)) }
   end
   return { status = "up", latency_ms = (core.now() - t0) * 1000 }
 end
 
-local function probe_redis()
-  local url = os.getenv("MNEMO_REDIS_URL")
-  if not url or url == "" then
-    return { status = "not_configured" }
-  end
-  local t0 = core.now()
-  local ok, err = pcall(timeout.timeout, _M.PROBE_TIMEOUT, function()
-    local c, cerr = require("mnemo.redis").connect(url, { reconnect = false })
+-- Opens a client with connect(address), runs use(client), closes it.
+local function with_client(connect, use)
+  return function(address)
+    local c, cerr = connect(address)
     if not c then
       error(cerr, 0)
     end
-    local pok, perr = pcall(c.ping, c)
+    local ok, err = pcall(use, c)
     c:close()
-    if not pok then
-      error(perr, 0)
+    if not ok then
+      error(err, 0)
     end
-  end)
-  if not ok then
-    return { status = "down", error = tracking.scrub(tostring(err)) }
   end
-  return { status = "up", latency_ms = (core.now() - t0) * 1000 }
+end
+
+local function probe_postgresql()
+  return probe(os.getenv("MNEMO_PG_DSN"), with_client(pg.connect, function(c)
+    c:exec("SELECT 1")
+  end))
+end
+
+local function probe_redis()
+  return probe(os.getenv("MNEMO_REDIS_URL"), with_client(function(url)
+    return require("mnemo.redis").connect(url, { reconnect = false })
+  end, function(c)
+    c:ping()
+  end))
 end
 
 -- The embedder is whatever the pipeline calls; its breaker tells.
