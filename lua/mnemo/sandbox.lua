@@ -24,6 +24,21 @@ end
 -- methods ("x"):rep(...) resolve to while sandboxed code runs.
 local safe_string = copy(string, { dump = true })
 
+-- string.rep is the one call that can allocate gigabytes in a single
+-- instruction, before the instruction budget sees anything: capped. (A
+-- string doubled by `..` in a loop can still grow fast; LuaJIT on x86-64
+-- has no per-state allocator to bound memory itself.)
+_M.MAX_REP_BYTES = 1024 * 1024
+local string_rep = string.rep
+function safe_string.rep(s, n, sep)
+  local len, count = #tostring(s), tonumber(n) or 0
+  local total = len * count + (sep ~= nil and #tostring(sep) * math.max(0, count - 1) or 0)
+  if total > _M.MAX_REP_BYTES then
+    error(("string.rep: %.0f bytes is over the sandbox's limit of %d"):format(total, _M.MAX_REP_BYTES), 2)
+  end
+  return string_rep(s, n, sep)
+end
+
 -- Libraries are shared read-only views, so making an environment is cheap
 -- and one policy cannot poison math or table for the next.
 local function read_only(t, name)

@@ -103,6 +103,15 @@ describe("policy files", function()
     assert.is_nil(rawget(_G, "leak"))
   end)
 
+  it("refuses a string.rep of gigabytes before it allocates them", function()
+    for _, code in ipairs { "local x = ('x'):rep(2^30)", "local x = string.rep('ab', 2^29, ',')" } do
+      local gen, err = mnemo.policy.load(write("rep.lua", code .. "\nreturn {}"))
+      assert.is_nil(gen, code)
+      assert.matches("string.rep: %d+ bytes is over the sandbox's limit of 1048576", err)
+    end
+    assert.equal(1, mnemo.policy.load(write("rep_ok.lua", "local x = ('x'):rep(1000) return {}")))
+  end)
+
   it("stops an endless loop with a clear error", function()
     local gen, err = mnemo.policy.load(write("loop.lua", "while true do end return {}"))
     assert.is_nil(gen)
