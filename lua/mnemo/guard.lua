@@ -149,7 +149,18 @@ end
 local attempt_begin, attempt_end = core.attempt_begin, core.attempt_end
 local IGNORED = breakers.IGNORED
 
+-- Breakers held by an attempt in progress, per task: a guarded call made
+-- inside another on the same breaker (db_connect inside db_write) passes
+-- through it, and the outer call's outcome is what counts. Otherwise, while
+-- the breaker is half-open, the outer call takes the only trial permit,
+-- the inner one is refused, and the breaker never closes again.
+local held = setmetatable({}, { __mode = "k" }) -- coroutine -> { [breaker ud] = true }
+local running = coroutine.running
+
 local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
+  if ud then
+    held[running() or held][ud] = nil
+  end
   if op.bulkhead then
     op.bulkhead.ud:leave()
   end
@@ -182,6 +193,18 @@ end
 local function attempt(op, s, attempt_no, opts, fn, ...)
   local br = op.breaker
   local ud = br and br.ud
+  local mine
+  if ud then
+    local co = running() or held -- the main thread has no coroutine
+    mine = held[co]
+    if not mine then
+      mine = {}
+      held[co] = mine
+    end
+    if mine[ud] then
+      ud = nil -- nested in a call holding this breaker: pass through
+    end
+  end
   local scope, retry_after = attempt_begin(op.timeout, op.name, ud)
   if not scope then
     s.fast_fails = s.fast_fails + 1
@@ -194,6 +217,9 @@ local function attempt(op, s, attempt_no, opts, fn, ...)
       s.bulkhead_rejections = s.bulkhead_rejections + 1
       return false, err
     end
+  end
+  if ud then
+    mine[ud] = true
   end
   return settle(op, s, attempt_no, opts, scope, ud, pcall(fn, ...))
 end

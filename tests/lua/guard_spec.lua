@@ -283,6 +283,27 @@ describe("mnemo.guard", function()
     assert.equal(1, mnemo.stats()[op].fast_fails)
   end)
 
+  it("lets a call nested in another on the same breaker through, so a half-open breaker can close", function()
+    local outer, inner, br = uniq("db_write"), uniq("db_connect"), uniq("database")
+    -- Both operations on one breaker, as the indexer's db_write and db_connect.
+    mnemo.configure {
+      breakers = { [br] = { failure_threshold = 2, recovery_timeout = 5, half_open_max_calls = 1 } },
+      operations = { [outer] = { timeout = 10, breaker = br }, [inner] = { timeout = 10, breaker = br } },
+    }
+    for _ = 1, 2 do
+      pcall(mnemo.guard, outer, failing("connection"))
+    end
+    assert.equal("open", mnemo.breaker.get(br):state())
+    mnemo.clock.advance(5)
+    local r = mnemo.guard(outer, function()
+      return mnemo.guard(inner, function()
+        return "stored"
+      end)
+    end)
+    assert.equal("stored", r)
+    assert.equal("closed", mnemo.breaker.get(br):state())
+  end)
+
   it("honours retry_after from the error", function()
     local op = uniq("http")
     configure(op, { retry = "r", idempotent = true }, {
