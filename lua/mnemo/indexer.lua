@@ -267,20 +267,29 @@ local function worker_conn(run, w)
   return w.conn
 end
 
+-- fn(conn) under db_query, on a connection of its own.
+local function with_db(run, fn)
+  return guard.guard("db_query", pg.with_connection, nil, run.dsn, fn)
+end
+
+local PENDING = [[SELECT count(*) AS n, (SELECT id FROM mnemo_instance) AS instance
+  FROM pending_embeddings p JOIN code_chunks c ON c.id = p.chunk_id WHERE c.repository = $1]]
+
 -- Chunks of the run's repository waiting for their embedding, and the
 -- database's identity.
--- The connection is opened before the db_query guard, not inside it: both
--- use the database breaker, and while it is half-open (one probe call) the
--- nested db_connect was refused, so the breaker never closed again.
-local function count_pending(run)
-  local w = { conn = pg.connect_guarded(run.dsn) }
-  return guard.guard("db_query", function()
-    local rows = worker_conn(run, w):query([[SELECT count(*) AS n, (SELECT id FROM mnemo_instance) AS instance
-      FROM pending_embeddings p JOIN code_chunks c ON c.id = p.chunk_id WHERE c.repository = $1]],
-      { run.repository })
-    w.conn:close()
-    return rows[1].n, rows[1].instance
-  end)
+local function count_pending(run, conn)
+  local row = conn:exec(PENDING, { run.repository })[1]
+  return row.n, row.instance
+end
+
+-- What the database holds: file path -> content hash.
+local function stored_hashes(run, conn)
+  local map = {}
+  for _, row in ipairs(conn:exec([[SELECT DISTINCT ON (file_path) file_path, content_hash
+      FROM code_chunks WHERE repository = $1]], { run.repository })) do
+    map[row.file_path] = row.content_hash
+  end
+  return map
 end
 
 local function index_one(run, w, file)
@@ -327,15 +336,9 @@ local function index_one(run, w, file)
     return record(run, file, "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind))
   end
   local embeddings, embedding_keys = embed_chunks(run, chunks)
-  -- Connected (under db_connect) before db_write, not inside it: both use
-  -- the database breaker, and a nested call is refused while it is
-  -- half-open, so after an outage it never closed again.
-  local sok, pending = pcall(function()
-    worker_conn(run, w)
-    return guard.guard("db_write", function()
-      return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
-    end, { context = context })
-  end)
+  local sok, pending = pcall(guard.guard, "db_write", function()
+    return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
+  end, { context = context })
   if not sok then
     -- Rolled back: nothing of this file was written; forget what the
     -- cache knew about it.
@@ -437,8 +440,13 @@ function _M.index(opts)
   end
   -- Chunks queued by an earlier run are backfilled by this one. This is
   -- also where a wrong DSN or a PostgreSQL that is down stops the run,
-  -- before anything is read.
-  local ok, pending_before, instance = pcall(count_pending, run)
+  -- before anything is read. The stored content hashes are read once here:
+  -- a file whose hash is there already is unchanged (one query per run,
+  -- not one per file).
+  local ok, pending_before, instance, stored = pcall(with_db, run, function(conn)
+    local n, id = count_pending(run, conn)
+    return n, id, stored_hashes(run, conn)
+  end)
   if not ok then
     local kind = errors.classify(pending_before)
     local missing_table = type(pending_before) == "table" and pending_before.sqlstate == "42P01"
@@ -451,20 +459,7 @@ function _M.index(opts)
   if pending_before > 0 then
     run.start_backfill()
   end
-  -- What the database holds, read once: a file whose content hash is
-  -- there already is unchanged (one query per run, not one per file).
-  local sw = { conn = pg.connect_guarded(run.dsn) } -- outside db_query (see count_pending)
-  run.stored = guard.guard("db_query", function()
-    local w = sw
-    local rows = worker_conn(run, w):query([[SELECT DISTINCT ON (file_path) file_path, content_hash
-      FROM code_chunks WHERE repository = $1]], { run.repository })
-    w.conn:close()
-    local map = {}
-    for _, row in ipairs(rows) do
-      map[row.file_path] = row.content_hash
-    end
-    return map
-  end)
+  run.stored = stored
 
   local files, skipped = _M.walk(opts.root, opts)
   run.report.files_total = #files + #skipped
@@ -545,7 +540,9 @@ function _M.index(opts)
     backfiller:stop()
     run.report.embeddings_backfilled = backfiller.embedded
   end
-  local cok, left = pcall(count_pending, run)
+  local cok, left = pcall(with_db, run, function(conn)
+    return count_pending(run, conn)
+  end)
   run.report.embeddings_pending = cok and left or run.queued - run.report.embeddings_backfilled
   if own_redis then
     own_redis:close()

@@ -59,6 +59,22 @@ function _M.connect_guarded(dsn)
   end)
 end
 
+-- Runs fn(conn) on a new connection to dsn and closes it whatever fn did;
+-- returns fn's results or raises its error (or the connect error).
+-- connect: pg.connect_guarded (the default) or pg.connect.
+function _M.with_connection(dsn, fn, connect)
+  local conn, err = (connect or _M.connect_guarded)(dsn)
+  if not conn then
+    error(err, 0)
+  end
+  local results = { pcall(fn, conn) }
+  conn:close()
+  if not results[1] then
+    error(results[2], 0)
+  end
+  return unpack(results, 2, table.maxn(results))
+end
+
 -- A PostgreSQL array literal of text values (for $n::text[] parameters):
 -- every element quoted, backslashes and quotes escaped; nil -> NULL.
 function _M.text_array(list, n)

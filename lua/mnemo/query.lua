@@ -8,22 +8,10 @@ local vector = require "mnemo.vector"
 
 local _M = {}
 
-local function connect(opts)
-  local conn, err = pg.connect(opts.dsn or os.getenv("MNEMO_PG_DSN"))
-  if not conn then
-    error(err, 0)
-  end
-  return conn
-end
-
+-- The callers run under their own guarded operation (retries included):
+-- a plain connect, not db_connect's retries nested in theirs.
 local function with_conn(opts, fn)
-  local conn = connect(opts)
-  local results = { pcall(fn, conn) }
-  conn:close()
-  if not results[1] then
-    error(results[2], 0)
-  end
-  return unpack(results, 2, table.maxn(results))
+  return pg.with_connection(opts.dsn or os.getenv("MNEMO_PG_DSN"), fn, pg.connect)
 end
 
 -- mnemo.chunks{repository=} -> list of { file_path, name_path, start_line, end_line, kind }
