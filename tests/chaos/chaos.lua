@@ -132,6 +132,15 @@ function _M.integrity(dsn, repository)
     FROM per_file]], { repository })[1]
 end
 
+-- Indexes the tree at root into `repository` with no fault (the
+-- reference partial_against compares with) and checks every file is in.
+function _M.index_reference(dsn, root, nfiles, repository)
+  local ref = mnemo.run(mnemo.index, { root = root, repository = repository or "ref", dsn = dsn, backfill = false,
+    cache = mnemo.cache.cascade {} })
+  assert(ref.files_indexed == nfiles, ("reference: %d of %d files indexed"):format(ref.files_indexed, nfiles))
+  return ref
+end
+
 -- Files whose chunk count differs from the same file in a reference
 -- repository indexed without faults (a partially stored file shows here).
 function _M.partial_against(dsn, repository, reference)

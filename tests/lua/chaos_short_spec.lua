@@ -67,9 +67,7 @@ describe("chaos (short)", function()
   end)
 
   it("kill -9 of mnemo-run leaves no partial file, and the next run finishes", function()
-    local ref = mnemo.run(mnemo.index, { root = root, repository = "short_ref", dsn = dsn, backfill = false,
-      cache = mnemo.cache.cascade {} })
-    assert.equal(NFILES, ref.files_indexed)
+    chaos.index_reference(dsn, root, NFILES, "short_ref")
     local env = { "MNEMO_PG_DSN=" .. dsn, "PATH=" .. os.getenv("PATH") }
     local args = { h.MNEMO_RUN, "--policy", "tests/fixtures/policies/fast.lua", "tests/chaos/index_child.lua", root,
       "short_kill", "4" }
