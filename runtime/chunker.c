@@ -458,6 +458,20 @@ static void js_name_value(ctx_t *c, TSNode value, uint32_t depth,
     add_hint(c, value, depth, NULL, 1, name, len);
 }
 
+/* A call node (JavaScript, Lua): `require("x")` / `import("x")` is an
+ * import of x, anything else a call of its callee (the field named
+ * callee_field). */
+static void call_or_require(ctx_t *c, TSNode call, const char *callee_field) {
+  char buf[NAME_CAP + 1];
+  TSNode callee = field(call, callee_field);
+  size_t len =
+      required_module(c, callee, field(call, "arguments"), buf, sizeof(buf));
+  if (len > 0)
+    add_ref(c, MNEMO_CHUNK_REF_IMPORT, ts_node_start_byte(call), buf, len);
+  else
+    call_ref(c, call, callee);
+}
+
 static void visit_javascript(ctx_t *c, TSNode n, uint32_t depth,
                              const hint_t *h) {
   const char *t = ts_node_type(n);
@@ -465,12 +479,7 @@ static void visit_javascript(ctx_t *c, TSNode n, uint32_t depth,
   size_t len;
 
   if (strcmp(t, "call_expression") == 0) {
-    TSNode callee = field(n, "function");
-    len = required_module(c, callee, field(n, "arguments"), buf, sizeof(buf));
-    if (len > 0)
-      add_ref(c, MNEMO_CHUNK_REF_IMPORT, ts_node_start_byte(n), buf, len);
-    else
-      call_ref(c, n, callee);
+    call_or_require(c, n, "function");
   } else if (strcmp(t, "new_expression") == 0) {
     call_ref(c, n, field(n, "constructor"));
   } else if (strcmp(t, "function_declaration") == 0 ||
@@ -683,12 +692,7 @@ static void visit_lua(ctx_t *c, TSNode n, uint32_t depth, const hint_t *h) {
   size_t len;
 
   if (strcmp(t, "function_call") == 0) {
-    TSNode callee = field(n, "name");
-    len = required_module(c, callee, field(n, "arguments"), buf, sizeof(buf));
-    if (len > 0)
-      add_ref(c, MNEMO_CHUNK_REF_IMPORT, ts_node_start_byte(n), buf, len);
-    else
-      call_ref(c, n, callee);
+    call_or_require(c, n, "name");
   } else if (strcmp(t, "function_declaration") == 0) {
     TSNode name = field(n, "name");
     if (!ts_node_is_null(name)) {
