@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "lua_runtime.h"
+#include "lua_sandbox.h"
 #include "lua_scope.h"
 #include "version.h"
 
@@ -27,5 +28,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_chunker(L);
   mnemo_open_error_track(L);
   mnemo_open_http(L);
+  mnemo_open_sandbox(L);
   return 1;
 }
