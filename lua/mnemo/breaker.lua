@@ -4,6 +4,8 @@ local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
 local tracking = require "mnemo.tracking"
+local hooks = require "mnemo.hooks"
+local sandbox = require "mnemo.sandbox"
 
 local setmetatable, pairs, type, pcall, tostring = setmetatable, pairs, type, pcall, tostring
 
@@ -98,8 +100,15 @@ local function start_probe(b)
       if b.ud:state() ~= "open" then
         break
       end
-      local pok, healthy = pcall(timeout.timeout, { seconds = b.probe_timeout or 5, operation = "health_probe" },
-        b.health_probe)
+      local pok, healthy
+      if sandbox.is_sandboxed(b.health_probe) then
+        -- A policy's probe is operator code: sandboxed like every hook (it
+        -- cannot wait on anything, so the budget is its timeout).
+        pok, healthy = hooks.call("health_probe", b.name, b.health_probe, hooks.is_boolean)
+      else
+        pok, healthy = pcall(timeout.timeout, { seconds = b.probe_timeout or 5, operation = "health_probe" },
+          b.health_probe)
+      end
       if pok and healthy then
         log.emit("info", "breaker_probe_ok", { breaker = b.name })
         b.ud:force_half_open()
@@ -132,7 +141,7 @@ core.set_breaker_listener(function(name, from, to)
     end
   end
   if b.on_transition_hook then
-    require("mnemo.hooks").call("on_transition", name, b.on_transition_hook, nil, name, from, to)
+    hooks.call("on_transition", name, b.on_transition_hook, nil, name, from, to)
   end
   if to == "open" then
     start_probe(b)

@@ -101,7 +101,8 @@ local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
-  "error_tracking", "include" }
+  "error_tracking", "include", "sandbox" }
+local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_mib" }
 local TRACKING_KEYS = set { "capacity", "max_bytes", "window", "batch", "interval", "max_backoff", "retention_days",
   "retention_interval", "service" }
 local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "webhook" }
@@ -315,6 +316,18 @@ function _M.validate(c)
   end
   if c.error_tracking ~= nil then
     ck:error_tracking(c.error_tracking, "error_tracking")
+  end
+  if c.sandbox ~= nil and ck:table(c.sandbox, "sandbox") then
+    -- Hard ceilings: the section is written by the same hand as the code
+    -- it limits.
+    ck:keys(c.sandbox, "sandbox", SANDBOX_KEYS)
+    ck:number(c.sandbox, "sandbox", "budget", { what = "integer in [1000, 100000000]", integer = true,
+      min = 1000, max = 1e8 })
+    ck:number(c.sandbox, "sandbox", "hook_budget", { what = "integer in [100, 10000000]", integer = true,
+      min = 100, max = 1e7 })
+    for _, key in ipairs { "memory_mib", "hook_memory_mib" } do
+      ck:number(c.sandbox, "sandbox", key, { what = "integer in [1, 1024]", integer = true, min = 1, max = 1024 })
+    end
   end
   local ops = c.operations or {}
   if ck:table(ops, "operations") then

@@ -1,7 +1,7 @@
 -- Error objects and error classes. An error is classified by its `kind`
 -- (tables), by the classes C code maps errno / SQLSTATE / hiredis errors to,
 -- and otherwise is "unknown".
-local setmetatable, type, tostring, format = setmetatable, type, tostring, string.format
+local setmetatable, type, tostring, format, next = setmetatable, type, tostring, string.format, next
 
 local _M = {}
 
@@ -51,6 +51,22 @@ Error.__index = function(e, k)
 end
 Error.__tostring = function(e)
   return e.message or e.kind
+end
+-- Not replaceable through getmetatable: every error shares this table.
+Error.__metatable = "mnemo.error"
+
+-- A plain copy of an error for code that must not reach its metatable
+-- (sandboxed hooks): every field, the lazy message made.
+function _M.plain_copy(e)
+  if type(e) ~= "table" or debug.getmetatable(e) ~= Error then
+    return e
+  end
+  local c = {}
+  for k, v in next, e do
+    c[k] = v
+  end
+  c.message, c._message_kind = e.message, nil
+  return c
 end
 
 local function new(kind, fields, message)

@@ -5,14 +5,18 @@
 -- stays. Breakers keep their live state across every reload.
 local uv = require "luv"
 local sandbox = require "mnemo.sandbox"
+local hooks = require "mnemo.hooks"
+local timeout = require "mnemo.timeout"
 local config = require "mnemo.config"
 local guard = require "mnemo.guard"
 local log = require "mnemo.log"
 local core = require "mnemo_core"
 
-local type, pairs, tostring, format = type, pairs, tostring, string.format
+local type, pairs, tostring, select, unpack = type, pairs, tostring, select, unpack
 
 local _M = {}
+
+_M.MAX_FILE_BYTES = 1024 * 1024 -- a policy file (and each include)
 
 local state = {
   path = nil,         -- the file in force (or last tried)
@@ -23,19 +27,76 @@ local state = {
   reloads = 0,        -- successful loads
   errors = 0,         -- rejected loads
   watching = nil,     -- { fs_event, fs_poll, debounce, signal }
-  options = {},
+  -- Limits a file's evaluation runs under: the sandbox section of the
+  -- policy in force (a new file's own section takes effect once it is
+  -- accepted), or load()'s options, or the defaults.
+  limits = { budget = sandbox.DEFAULT_BUDGET, memory = sandbox.DEFAULT_MEMORY },
 }
+
+local MIB = 1024 * 1024
+
+-- The limits a validated policy's sandbox section sets: for evaluating
+-- the next version of the file, and for every hook call of this one.
+local function apply_sandbox_section(section)
+  section = section or {}
+  state.limits = {
+    budget = section.budget or sandbox.DEFAULT_BUDGET,
+    memory = section.memory_mib and section.memory_mib * MIB or sandbox.DEFAULT_MEMORY,
+  }
+  hooks.set_limits(section.hook_budget, section.hook_memory_mib and section.hook_memory_mib * MIB
+    or state.limits.memory)
+end
 
 -- FNV-1a, 32 bit (in C): enough to tell two versions of a file apart.
 local hash = core.hash
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then
+-- Reading a policy file is safe whatever the path names: opened without
+-- blocking (a FIFO with no writer would wait for ever), only a regular file
+-- (a symlink to /dev/zero would be read until memory runs out), at most
+-- max_bytes. Inside a task the calls go to the uv thread pool and the loop
+-- goes on meanwhile; outside one (a plain script, a test) they are made
+-- directly, which is bounded for a regular file of limited size.
+local O_NONBLOCK = uv.constants.O_NONBLOCK or 2048
+
+local function fs(fn, ...)
+  if not core.in_task() then
+    return fn(...)
+  end
+  local args = { n = select("#", ...), ... }
+  local err, value = timeout.await(function(wake)
+    args[args.n + 1] = wake
+    fn(unpack(args, 1, args.n + 1))
+  end)
+  if err then
     return nil, err
   end
-  local text = f:read("*a")
-  f:close()
+  return value
+end
+
+local function read_file(path, max_bytes)
+  max_bytes = max_bytes or _M.MAX_FILE_BYTES
+  local fd, err = fs(uv.fs_open, path, O_NONBLOCK, 0)
+  if not fd then
+    return nil, tostring(err)
+  end
+  local st, serr = fs(uv.fs_fstat, fd)
+  local text, rerr
+  if not st then
+    rerr = tostring(serr)
+  elseif st.type ~= "file" then
+    rerr = ("not a regular file (a %s)"):format(tostring(st.type))
+  elseif st.size > max_bytes then
+    rerr = ("%d bytes, over the limit of %d"):format(st.size, max_bytes)
+  else
+    text, rerr = fs(uv.fs_read, fd, max_bytes + 1, 0)
+    if text and #text > max_bytes then
+      text, rerr = nil, ("grew past the limit of %d bytes while read"):format(max_bytes)
+    end
+  end
+  fs(uv.fs_close, fd)
+  if not text then
+    return nil, rerr
+  end
   return text
 end
 
@@ -71,15 +132,7 @@ local function has_metatable(root)
   return false
 end
 
--- An error value as text, without calling the policy's code (tostring on a
--- table runs its __tostring).
-local function describe(v)
-  local t = type(v)
-  if t == "string" or t == "number" or t == "boolean" or t == "nil" then
-    return tostring(v)
-  end
-  return ("(an error value of type %s)"):format(t)
-end
+local describe = sandbox.describe
 
 -- Evaluates one file (and its includes) to a table. Returns the table, or
 -- nil and a list of problems. `text`, if given, is the file's text (not
@@ -96,7 +149,7 @@ local function evaluate(path, depth, seen, text)
   if not fn then
     return nil, { cerr }, text
   end
-  local ok, result = sandbox.call(state.options.budget, fn)
+  local ok, result = sandbox.call(state.limits, fn)
   if not ok then
     return nil, { ("evaluation failed: %s"):format(describe(result)) }, text
   end
@@ -188,7 +241,9 @@ end
 -- generation, or nil and the problems (the old policy stays in force).
 function _M.load(path, opts)
   opts = opts or {}
-  state.options.budget = opts.budget or state.options.budget
+  if opts.budget or opts.memory then
+    state.limits = { budget = opts.budget or state.limits.budget, memory = opts.memory or state.limits.memory }
+  end
   local t, text = _M.check(path)
   if not t then
     state.path = state.path or path
@@ -205,6 +260,7 @@ function _M.load(path, opts)
   state.last_error = nil
   state.reloads = state.reloads + 1
   state.policy = t
+  apply_sandbox_section(t.sandbox)
   log.emit("info", "policy_loaded", { path = path, generation = state.generation, hash = state.hash })
   if opts.watch then
     _M.watch()
@@ -238,6 +294,36 @@ function _M.current()
   return state.policy
 end
 
+-- A reload started by the watchers runs as a task, so the file is read on
+-- the uv thread pool; changes that arrive meanwhile are read once more
+-- after it, never by two readers at once. A file touched but not changed
+-- is not reloaded, unless `force` (SIGHUP: the operator asked).
+local function reload_in_task(force)
+  if state.reloading then
+    state.reload_again = true
+    state.reload_forced = state.reload_forced or force
+    return
+  end
+  state.reload_forced = force
+  state.reloading = true
+  core.spawn(function()
+    repeat
+      state.reload_again = false
+      local ok, err = pcall(function()
+        local text = not state.reload_forced and read_file(state.path)
+        state.reload_forced = false
+        if not (text and hash(text) == state.hash) then
+          _M.reload()
+        end
+      end)
+      if not ok then
+        log.emit("error", "policy_reload_failed", { path = state.path, error = describe(err) })
+      end
+    until not state.reload_again
+    state.reloading = false
+  end)
+end
+
 -- Watches the file: fs events on its directory (editors replace files by
 -- rename) plus a stat poll as a fallback, debounced so the several writes
 -- of one save load once, after the last. SIGHUP reloads too. The watchers
@@ -256,11 +342,7 @@ function _M.watch(opts)
   local function changed()
     w.debounce:stop()
     w.debounce:start(debounce_ms, 0, function()
-      local text = read_file(state.path)
-      if text and hash(text) == state.hash then
-        return -- touched, not changed
-      end
-      _M.reload()
+      reload_in_task(false)
     end)
   end
   w.fs_event = uv.new_fs_event()
@@ -280,7 +362,7 @@ function _M.watch(opts)
   local ok_sig, sig = pcall(uv.new_signal)
   if ok_sig and sig then
     sig:start("sighup", function()
-      _M.reload()
+      reload_in_task(true)
     end)
     sig:unref()
     w.signal = sig
@@ -306,6 +388,7 @@ function _M._reset()
   _M.unwatch()
   state.path, state.generation, state.hash, state.loaded_at = nil, 0, nil, nil
   state.last_error, state.reloads, state.errors, state.policy = nil, 0, 0, nil
+  apply_sandbox_section(nil)
 end
 
 return _M

@@ -1,106 +1,137 @@
--- Evaluating untrusted Lua (policy files, decision hooks): a fresh
--- environment without os, io, require, load*, debug, string.dump or
--- getfenv/setfenv, and an instruction budget enforced by a count hook, so an
--- endless loop is stopped with an error instead of hanging the runtime.
-local debug_sethook, debug_gethook = debug.sethook, debug.gethook
-local setfenv, loadstring, pcall, error, type = setfenv, loadstring, pcall, error, type
-local string_mt = getmetatable("")
+-- Evaluating untrusted Lua (policy files, decision hooks). What a sandboxed
+-- function can do is exactly this (docs/POLICIES.md, "Sandbox"):
+--   * its environment is its own: base functions, and copies of math,
+--     string and table made for it alone — no os, io, require, load*,
+--     debug, coroutine, string.dump, getfenv/setfenv, math.randomseed,
+--     newproxy; nothing in it is shared with another policy or the host, so
+--     `rawset(math, "min", f)` changes only the policy that did it;
+--   * an instruction budget (C count hook, mnemo_core.sandbox_run) that
+--     cannot be caught: once spent every further instruction raises again,
+--     and the sandbox's pcall/xpcall re-raise it;
+--   * a memory limit (the state's allocator refuses growth past it);
+--   * pattern functions (find, match, gmatch, gsub) that charge their
+--     steps to the budget (a C call the count hook cannot interrupt would
+--     otherwise backtrack for ever), and gsub without a function
+--     replacement (a callback from C into Lua recursing through gsub
+--     overflows the C stack: a segmentation fault);
+--   * no JIT for its code (count hooks fire only in the interpreter).
+-- Values crossing the boundary are plain data: what a hook is given is a
+-- copy (no metatables, no functions), what it returns is checked.
+local core = require "mnemo_core"
+
+local type, pairs, next, select, tostring, error, pcall, xpcall =
+  type, pairs, next, select, tostring, error, pcall, xpcall
+local loadstring, setfenv, getfenv, getmetatable = loadstring, setfenv, getfenv, getmetatable
+local sandbox_run, exhausted = core.sandbox_run, core.sandbox_exhausted
 
 local _M = {}
 
-_M.DEFAULT_BUDGET = 1000000 -- instructions per evaluation or hook call
+_M.DEFAULT_BUDGET = 1000000          -- instructions per evaluation
+_M.DEFAULT_MEMORY = 64 * 1024 * 1024 -- bytes of heap growth per evaluation
+_M.MAX_BUDGET = 1000000000
+_M.MAX_MEMORY = 1024 * 1024 * 1024
 
-local function copy(t, except)
+local function copy(t, only)
   local c = {}
-  for k, v in pairs(t) do
-    if not (except and except[k]) then
-      c[k] = v
-    end
+  for _, k in ipairs(only) do
+    c[k] = t[k]
   end
   return c
 end
 
--- string without dump (which exposes bytecode) — also what strings' own
--- methods ("x"):rep(...) resolve to while sandboxed code runs.
-local safe_string = copy(string, { dump = true })
+-- The string table strings' methods resolve to while sandboxed code runs
+-- (("x"):rep(3)): never handed to policy code itself, so it stays as it is.
+local STRING_FUNCTIONS = { "byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper" }
+local safe_string = copy(string, STRING_FUNCTIONS)
+safe_string.find = core.pattern_find or string.find
+safe_string.match = core.pattern_match or string.match
+safe_string.gmatch = core.pattern_gmatch or string.gmatch
+safe_string.gsub = core.pattern_gsub or string.gsub
+local STRING_ALL = { "byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper", "find",
+  "match", "gmatch", "gsub" }
 
--- string.rep is the one call that can allocate gigabytes in a single
--- instruction, before the instruction budget sees anything: capped. (A
--- string doubled by `..` in a loop can still grow fast; LuaJIT on x86-64
--- has no per-state allocator to bound memory itself.)
-_M.MAX_REP_BYTES = 1024 * 1024
-local string_rep = string.rep
-function safe_string.rep(s, n, sep)
-  local len, count = #tostring(s), tonumber(n) or 0
-  local total = len * count + (sep ~= nil and #tostring(sep) * math.max(0, count - 1) or 0)
-  if total > _M.MAX_REP_BYTES then
-    error(("string.rep: %.0f bytes is over the sandbox's limit of %d"):format(total, _M.MAX_REP_BYTES), 2)
+-- table.foreach/foreachi call back into Lua from C for every element (the
+-- C-stack path); sort is kept: LuaJIT checks its recursion.
+local TABLE_FUNCTIONS = { "concat", "insert", "maxn", "remove", "sort" }
+local MATH_FUNCTIONS = { "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "deg", "exp", "floor",
+  "fmod", "frexp", "huge", "ldexp", "log", "log10", "max", "min", "modf", "pi", "pow", "rad", "random", "sin",
+  "sinh", "sqrt", "tan", "tanh" }
+
+-- pcall and xpcall that cannot swallow an exhausted budget or memory
+-- limit: the evaluation ends however the code nests its calls.
+local function rethrow(ok, ...)
+  if not ok and exhausted() then
+    error((...), 0)
   end
-  return string_rep(s, n, sep)
+  return ok, ...
 end
 
--- Libraries are shared read-only views, so making an environment is cheap
--- and one policy cannot poison math or table for the next.
-local function read_only(t, name)
-  return setmetatable({}, {
-    __index = t,
-    __newindex = function()
-      error(name .. " is read-only in a policy", 2)
-    end,
-    __metatable = false,
-  })
+local function safe_pcall(fn, ...)
+  return rethrow(pcall(fn, ...))
 end
-local ro_math, ro_string, ro_table = read_only(math, "math"), read_only(safe_string, "string"),
-  read_only(table, "table")
 
-local function environment()
-  return {
+local function safe_xpcall(fn, handler)
+  return rethrow(xpcall(fn, handler))
+end
+
+-- Strings' metatable would hand out the string table strings resolve to.
+local function safe_getmetatable(v)
+  if type(v) == "string" then
+    return nil
+  end
+  return getmetatable(v)
+end
+
+if jit then
+  jit.off(rethrow)
+  jit.off(safe_pcall)
+  jit.off(safe_xpcall)
+end
+
+-- Environments made here, to tell sandboxed functions from host ones.
+local environments = setmetatable({}, { __mode = "k" })
+
+-- A fresh environment: nothing in it is shared with any other.
+function _M.environment()
+  local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-    pcall = pcall, select = select, tonumber = tonumber, tostring = tostring,
-    type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
-    rawlen = rawlen, rawset = rawset, setmetatable = setmetatable,
-    getmetatable = function(v)
-      -- strings' metatable would hand out the real string library
-      if type(v) == "string" then
-        return nil
-      end
-      return getmetatable(v)
-    end,
-    math = ro_math, string = ro_string, table = ro_table,
+    pcall = safe_pcall, xpcall = safe_xpcall, select = select, tonumber = tonumber,
+    tostring = tostring, type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
+    rawset = rawset, setmetatable = setmetatable, getmetatable = safe_getmetatable,
+    math = copy(math, MATH_FUNCTIONS), string = copy(safe_string, STRING_ALL),
+    table = copy(table, TABLE_FUNCTIONS),
   }
+  environments[env] = true
+  return env
 end
-_M.environment = environment
 
-local BUDGET_MARK = {}
+-- True when fn was compiled by _M.compile (policy code, not the host's).
+function _M.is_sandboxed(fn)
+  return type(fn) == "function" and environments[getfenv(fn)] == true
+end
 
--- Runs fn(...) with at most `budget` VM instructions (counted in steps of
--- 1,000) and strings' methods limited to the safe string table. Returns
--- pcall's results; an exhausted budget is the error "instruction budget of
--- N exceeded".
-function _M.call(budget, fn, ...)
-  budget = budget or _M.DEFAULT_BUDGET
-  local step = 1000
-  local used = 0
-  local old_hook, old_mask, old_count = debug_gethook()
-  local old_index = string_mt.__index
-  debug_sethook(function()
-    used = used + step
-    if used > budget then
-      error(BUDGET_MARK, 0)
-    end
-  end, "", step)
-  string_mt.__index = safe_string
-  local results = { pcall(fn, ...) }
-  string_mt.__index = old_index
-  debug_sethook(old_hook, old_mask, old_count)
-  if not results[1] and results[2] == BUDGET_MARK then
-    return false, ("instruction budget of %d exceeded"):format(budget)
+local function limits_of(limits)
+  if type(limits) == "number" then
+    return limits, _M.DEFAULT_MEMORY
   end
-  return unpack(results, 1, table.maxn(results))
+  if type(limits) == "table" then
+    return limits.budget or _M.DEFAULT_BUDGET, limits.memory or _M.DEFAULT_MEMORY
+  end
+  return _M.DEFAULT_BUDGET, _M.DEFAULT_MEMORY
 end
 
--- Compiles source as a chunk named chunkname in a fresh sandbox
--- environment. Returns the function, or nil and the compile error.
+-- Runs fn(...) sandboxed. `limits`: a budget (instructions), or { budget
+-- =, memory = } (bytes), or nil for the defaults. Returns true and fn's
+-- results, or false and the error: "instruction budget of N exceeded",
+-- "memory limit of N MiB exceeded", or what fn raised (any value: describe
+-- it with _M.describe, never tostring).
+function _M.call(limits, fn, ...)
+  local budget, memory = limits_of(limits)
+  return sandbox_run(budget, memory, safe_string, fn, ...)
+end
+
+-- Compiles source as a chunk named chunkname in a fresh environment.
+-- Returns the function, or nil and the compile error.
 function _M.compile(source, chunkname)
   if type(source) ~= "string" then
     return nil, "expected source text"
@@ -112,7 +143,7 @@ function _M.compile(source, chunkname)
   if not fn then
     return nil, err
   end
-  setfenv(fn, environment())
+  setfenv(fn, _M.environment())
   -- Count hooks only run in the interpreter: keep the JIT away from this
   -- chunk and every function defined in it (decision hooks), or a compiled
   -- endless loop would never see its budget.
@@ -120,6 +151,96 @@ function _M.compile(source, chunkname)
     jit.off(fn, true)
   end
   return fn
+end
+
+-- A value as text without running anything of the policy's (tostring on a
+-- table runs its __tostring).
+function _M.describe(v)
+  local t = type(v)
+  if t == "string" or t == "number" or t == "boolean" or t == "nil" then
+    return tostring(v)
+  end
+  return ("(a value of type %s)"):format(t)
+end
+
+local MAX_DEPTH, MAX_ENTRIES = 16, 100000
+local NOT_DATA = { ["function"] = true, userdata = true, thread = true, cdata = true }
+
+-- Checks that v is plain data: nil, booleans, numbers, strings, and tables
+-- of those without metatables, at most MAX_DEPTH deep and MAX_ENTRIES
+-- entries in all (raw reads only: nothing of v's code runs). Returns true,
+-- or false and what is wrong.
+function _M.plain(v)
+  if NOT_DATA[type(v)] then
+    return false, "a " .. type(v)
+  end
+  if type(v) ~= "table" then
+    return true
+  end
+  local stack, depth, seen, entries = { v }, { 1 }, { [v] = true }, 0
+  local function visit(item, d)
+    local it = type(item)
+    if NOT_DATA[it] then
+      return "a " .. it
+    end
+    if it == "table" and not seen[item] then
+      if d >= MAX_DEPTH then
+        return ("tables nested more than %d deep"):format(MAX_DEPTH)
+      end
+      seen[item] = true
+      stack[#stack + 1], depth[#depth + 1] = item, d + 1
+    end
+  end
+  while #stack > 0 do
+    local tbl, d = stack[#stack], depth[#depth]
+    stack[#stack], depth[#depth] = nil, nil
+    if debug.getmetatable(tbl) ~= nil then
+      return false, "a table with a metatable"
+    end
+    for k, x in next, tbl do
+      entries = entries + 1
+      if entries > MAX_ENTRIES then
+        return false, ("more than %d entries"):format(MAX_ENTRIES)
+      end
+      local why = visit(k, d) or visit(x, d)
+      if why then
+        return false, why
+      end
+    end
+  end
+  return true
+end
+
+-- A copy of a host value for a hook: tables become plain tables (raw
+-- reads, no metatables, functions and userdata left out), at most 4 deep;
+-- other values are given as they are when they are plain, else omitted.
+local function copy_in(v, depth)
+  local t = type(v)
+  if t == "table" then
+    if depth >= 4 then
+      return nil
+    end
+    local c, n = {}, 0
+    for k, x in next, v do
+      n = n + 1
+      if n > 256 then
+        break
+      end
+      local kt = type(k)
+      if kt == "string" or kt == "number" or kt == "boolean" then
+        c[k] = copy_in(x, depth + 1)
+      end
+    end
+    return c
+  end
+  if NOT_DATA[t] then
+    return nil
+  end
+  return v
+end
+
+function _M.copy_in(v)
+  return copy_in(v, 0)
 end
 
 return _M
