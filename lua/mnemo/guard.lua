@@ -224,6 +224,50 @@ local function attempt(op, s, attempt_no, opts, fn, ...)
   return settle(op, s, attempt_no, opts, scope, ud, pcall(fn, ...))
 end
 
+-- A next_delay hook's delay is kept within the retry policy's [0, max]
+-- (below 0, NaN or infinite is refused by hooks.is_delay, and the built-in
+-- delay stands) and, like every delay, within the deadline. The C policy
+-- keeps its cap to itself: it is read from the policy table in force under
+-- the operation's retry name (after a reload, a call in flight gets the new
+-- cap: still a bound), else the C default, which a jitter-free backoff of
+-- many attempts reaches.
+local default_retry_max
+local function retry_max(op)
+  local specs = active.source and active.source.retry
+  local spec = specs and op.retry_name and specs[op.retry_name]
+  if type(spec) == "table" and type(spec.max) == "number" then
+    return spec.max
+  end
+  if not default_retry_max then
+    default_retry_max = core.retry_policy_new({ jitter = "none" }):delay(1e6)
+  end
+  return default_retry_max
+end
+
+-- Clamps are counted per operation and reason ("above_max": cut to the
+-- policy's max; "past_deadline": no retry) and logged once per hook and
+-- reason, so a hook that always overshoots does not flood the log.
+_M.hook_clamps = {} -- operation -> { [reason] = count }
+local clamp_logged = setmetatable({}, { __mode = "k" }) -- hook -> { [reason] = true }
+local function hook_clamped(op, reason, value, bound)
+  local counts = _M.hook_clamps[op.name]
+  if not counts then
+    counts = {}
+    _M.hook_clamps[op.name] = counts
+  end
+  counts[reason] = (counts[reason] or 0) + 1
+  local logged = clamp_logged[op.next_delay]
+  if not logged then
+    logged = {}
+    clamp_logged[op.next_delay] = logged
+  end
+  if not logged[reason] then
+    logged[reason] = true
+    log.emit("warn", "hook_clamped", { hook = "next_delay", owner = op.name, reason = reason, value = value,
+      bound = bound })
+  end
+end
+
 -- Decides whether the failed attempt is followed by another; returns the
 -- delay in seconds, or nil.
 local function next_delay(ctx, err)
@@ -249,13 +293,22 @@ local function next_delay(ctx, err)
     return nil
   end
   local delay = policy:delay(ctx.attempt, ctx.prev_delay)
+  local hooked
   if op.next_delay then
     local ok, d = hooks.call("next_delay", op.name, op.next_delay, hooks.is_delay, ctx.attempt, err, delay)
     if ok then
-      delay = d
+      local max = retry_max(op)
+      if d > max then
+        hook_clamped(op, "above_max", d, max)
+        d = max
+      end
+      delay, hooked = d, true
     end
   end
   ctx.prev_delay = delay
+  -- A server's Retry-After (or Redis LOADING) is a real signal: it may
+  -- stretch the delay past the policy's max, but not past the deadline
+  -- (below).
   local retry_after = type(err) == "table" and tonumber(err.retry_after)
   if retry_after and retry_after > delay then
     delay = retry_after
@@ -263,6 +316,9 @@ local function next_delay(ctx, err)
   -- Never sleep past the deadline: a retry that cannot start in time is
   -- not worth waiting for.
   if delay >= left then
+    if hooked and ctx.prev_delay >= left then
+      hook_clamped(op, "past_deadline", ctx.prev_delay, left)
+    end
     return nil
   end
   if not policy:try_retry() then

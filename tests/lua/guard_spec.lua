@@ -326,6 +326,144 @@ describe("mnemo.guard", function()
     assert.near(3, times[2] - times[1], 1e-6)
   end)
 
+  describe("a next_delay hook", function()
+    local clamps = require("mnemo.guard").hook_clamps
+
+    -- An operation retried up to `attempts` times on connection errors
+    -- with a jitter-free backoff, whose next_delay hook is `hook`.
+    local function hooked(hook, retry, op_extra)
+      local op = uniq("hooked")
+      local spec = { retry = "r", idempotent = true, next_delay = hook }
+      for k, v in pairs(op_extra or {}) do
+        spec[k] = v
+      end
+      local r = { attempts = 3, base = 0.01, max = 0.05, jitter = "none", on = { "connection" } }
+      for k, v in pairs(retry or {}) do
+        r[k] = v
+      end
+      mnemo.configure { retry = { r = r }, operations = { [op] = spec } }
+      return op
+    end
+
+    -- Runs a call of op that always fails; returns the attempt times and
+    -- the pcall results.
+    local function run_failing(op, advance)
+      local times = {}
+      local box = mnemo.run(function()
+        local box = start(mnemo.guard, op, function()
+          times[#times + 1] = mnemo.now()
+          error(mnemo.error("connection", "refused"))
+        end)
+        for _ = 1, 10 do
+          mnemo.clock.advance(advance or 0.1)
+        end
+        return box
+      end)
+      return times, box.result
+    end
+
+    it("cannot wait longer than the retry policy's max (cut to it, logged once)", function()
+      local op = hooked(function()
+        return 1e9
+      end)
+      local times, result = run_failing(op)
+      assert.is_not_nil(result, "the call never returned")
+      assert.is_false(result[1])
+      assert.equal("connection", result[2].kind)
+      assert.equal(3, #times)
+      assert.near(0.05, times[2] - times[1], 1e-6)
+      assert.near(0.05, times[3] - times[2], 1e-6)
+      assert.equal(2, clamps[op].above_max)
+      local logged = events(lines, "hook_clamped")
+      assert.equal(1, #logged)
+      assert.equal(op, logged[1].owner)
+      assert.equal("above_max", logged[1].reason)
+      assert.equal(0.05, logged[1].bound)
+    end)
+
+    it("returning 1e9 on the real clock: the call still ends within a second", function()
+      mnemo.clock.virtual(false)
+      local op = hooked(function()
+        return 1e9
+      end)
+      local calls = 0
+      local elapsed, ok, err = mnemo.run(function()
+        local t0 = mnemo.now()
+        -- The outer timeout only keeps a regression from hanging the suite.
+        local ok, err = pcall(mnemo.timeout, 5, mnemo.guard, op, function()
+          calls = calls + 1
+          error(mnemo.error("connection", "refused"))
+        end)
+        return mnemo.now() - t0, ok, err
+      end)
+      assert.is_false(ok)
+      assert.equal("connection", err.kind)
+      assert.equal(3, calls)
+      assert.is_true(elapsed < 1, "took " .. elapsed .. " s")
+    end)
+
+    it("returning -1, NaN or math.huge is refused and the built-in delay is used", function()
+      local hook_failures = require("mnemo.hooks").failures
+      for _, bad in ipairs({ -1, 0 / 0, math.huge }) do
+        local before = hook_failures.next_delay or 0
+        local op = hooked(function()
+          return bad
+        end)
+        local times, result = run_failing(op)
+        assert.is_false(result[1], tostring(bad))
+        assert.equal(3, #times, tostring(bad))
+        -- base 0.01, doubling, no jitter
+        assert.near(0.01, times[2] - times[1], 1e-6, tostring(bad))
+        assert.near(0.02, times[3] - times[2], 1e-6, tostring(bad))
+        assert.equal(before + 2, hook_failures.next_delay, tostring(bad))
+        assert.is_nil(clamps[op], tostring(bad))
+      end
+    end)
+
+    it("cannot retry past the operation's deadline, whatever its max", function()
+      local op = hooked(function()
+        return 5
+      end, { attempts = 5, max = 10 }, { deadline = 0.3 })
+      local times, result = run_failing(op)
+      -- 5 s is within max but cannot start before the 0.3 s deadline: the
+      -- first failure is final, at once (not a timeout).
+      assert.is_false(result[1])
+      assert.equal("connection", result[2].kind)
+      assert.equal(1, #times)
+      assert.equal(1, clamps[op].past_deadline)
+      assert.is_nil(clamps[op].above_max)
+      assert.equal(0, mnemo.stats()[op].retries)
+      local logged = events(lines, "hook_clamped")
+      assert.equal(1, #logged)
+      assert.equal("past_deadline", logged[1].reason)
+    end)
+
+    it("is honoured within the bounds; a server's retry_after may exceed max, never the deadline", function()
+      local op = hooked(function()
+        return 0.1
+      end, { attempts = 4, max = 0.2 }, { deadline = 1 })
+      local times = {}
+      local box = mnemo.run(function()
+        local box = start(mnemo.guard, op, function()
+          times[#times + 1] = mnemo.now()
+          -- The second failure asks for 0.5 s (above max: honoured), the
+          -- third for more than the deadline leaves (no retry).
+          local after = ({ nil, 0.5, 5 })[#times]
+          error(mnemo.error("connection", "refused", { retry_after = after }))
+        end)
+        for _ = 1, 20 do
+          mnemo.clock.advance(0.1)
+        end
+        return box
+      end)
+      assert.is_false(box.result[1])
+      assert.equal(3, #times)
+      assert.near(0.1, times[2] - times[1], 1e-6)
+      assert.near(0.5, times[3] - times[2], 1e-6)
+      assert.is_nil(clamps[op])
+    end)
+  end)
+
   it("bounds concurrency with a bulkhead", function()
     local op, bh = uniq("embed"), uniq("bh")
     configure(op, { timeout = 100, bulkhead = bh }, { bulkheads = { [bh] = { max_concurrent = 2, max_queue = 1, max_wait = 5 } } })
