@@ -1,6 +1,7 @@
 -- The runtime's HTTP face, registered in mnemo.http's route registry (so
 -- `mnemo-run --serve ADDR` and `mnemo.http.serve{}` serve it):
---   GET  /health                     healthy | degraded | unhealthy (503)
+--   GET  /health                     healthy | degraded | unhealthy (503); the
+--                                    policy's path and errors with the admin token
 --   GET  /v1/errors/stats            top error groups (tracking.stats)
 --   GET  /monitoring/errors          the HTML dashboard (refreshes itself)
 --   GET  /metrics                    Prometheus text format
@@ -26,6 +27,40 @@ local concat, sort = table.concat, table.sort
 local _M = {}
 
 _M.PROBE_TIMEOUT = 1.0 -- seconds a health check may take per service
+
+-- ---- the admin token ----
+
+-- Compares in time independent of where the strings differ.
+local function same_secret(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i)))
+  end
+  return diff == 0
+end
+
+-- $MNEMO_ADMIN_TOKEN, or nil when none is set (admin features are off).
+local function admin_token()
+  local token = os.getenv("MNEMO_ADMIN_TOKEN")
+  if not token or token == "" then
+    return nil
+  end
+  return token
+end
+
+-- Whether req carries `Authorization: Bearer <admin token>`; never true
+-- when no token is configured.
+local function is_admin(req)
+  local token = admin_token()
+  if not token then
+    return false
+  end
+  local given = (req.headers.authorization or ""):match("^Bearer%s+(.+)$")
+  return same_secret(given, token)
+end
 
 -- ---- health ----
 
@@ -83,7 +118,30 @@ local function probe_embedding()
   return { status = state == "closed" and "up" or "down", breaker = state }
 end
 
-function _M.health()
+_M.POLICY_ERROR_HIDDEN = "rejected (details with the admin token)"
+
+-- The policy's state as /health shows it. Without the admin token: the
+-- file's base name (scrubbed too), never its directory (a home directory,
+-- a user name), and only that the last load was rejected, never its text
+-- (which quotes paths and the file's contents); with it, the full path and
+-- error text.
+local function policy_health(admin)
+  local p = policy.status()
+  local out = { generation = p.generation, loaded_at = p.loaded_at, reloads = p.reloads, errors = p.errors }
+  if p.path then
+    out.file = tracking.scrub((tostring(p.path):match("([^/]*)$")))
+  end
+  if admin then
+    out.path, out.last_error = p.path, p.last_error
+  elseif p.last_error ~= nil then
+    out.last_error = _M.POLICY_ERROR_HIDDEN
+  end
+  return out
+end
+
+-- health(opts): opts.admin shows the policy's full path and error text.
+function _M.health(opts)
+  local admin = type(opts) == "table" and opts.admin == true
   local services = { postgresql = probe_postgresql(), redis = probe_redis(), embedding = probe_embedding() }
   local circuits, critical_open, any_open = {}, {}, false
   for _, name in ipairs(breaker.list()) do
@@ -103,19 +161,20 @@ function _M.health()
   elseif any_open or services.redis.status == "down" or services.embedding.status == "down" then
     status = "degraded"
   end
-  local p = policy.status()
   return {
     status = status,
     services = services,
     circuit_breakers = circuits,
     critical_circuits_open = critical_open,
-    policy = { generation = p.generation, loaded_at = p.loaded_at, last_error = p.last_error, path = p.path },
+    policy = policy_health(admin),
     error_tracking = tracking.counters(),
   }
 end
 
-local function get_health()
-  local h = _M.health()
+-- The same status code with or without the token: a wrong token learns
+-- nothing more than no token.
+local function get_health(req)
+  local h = _M.health { admin = is_admin(req) }
   local body = cjson.encode(h)
   if #h.critical_circuits_open == 0 then
     -- lua-cjson 2.1.0 writes an empty table as {}; this one is a list.
@@ -149,25 +208,11 @@ end
 
 -- ---- breaker reset ----
 
--- Compares in time independent of where the strings differ.
-local function same_secret(a, b)
-  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then
-    return false
-  end
-  local diff = 0
-  for i = 1, #a do
-    diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i)))
-  end
-  return diff == 0
-end
-
 local function post_reset(req)
-  local token = os.getenv("MNEMO_ADMIN_TOKEN")
-  if not token or token == "" then
+  if not admin_token() then
     return 404, { error = "not_found", message = "breaker reset is disabled (set MNEMO_ADMIN_TOKEN)" }
   end
-  local given = (req.headers.authorization or ""):match("^Bearer%s+(.+)$")
-  if not same_secret(given, token) then
+  if not is_admin(req) then
     return 401, { error = "unauthorized", message = "Authorization: Bearer <admin token> required" },
       { ["WWW-Authenticate"] = "Bearer" }
   end
@@ -185,8 +230,11 @@ end
 
 -- ---- metrics ----
 
+-- Label values are operation and breaker names, from code or a policy
+-- file: scrubbed like error text (a home directory, a token) before they
+-- leave the process, then escaped.
 local function label(v)
-  return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+  return (tracking.scrub(tostring(v)):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
 local function metric_family(out, name, kind, help)

@@ -230,3 +230,135 @@ describe("the HTTP face", function()
     assert.matches('<td class="closed">closed</td>', r.stdout)
   end)
 end)
+
+-- What /health tells anyone about the policy, and what only the admin
+-- token shows. No database needed: the probes are not configured here.
+describe("/health and a rejected policy", function()
+  local server, url, dir, file, restore_log
+  local saved = {}
+  local SECRET = "zebra-7f3q-policy-detail"
+  local TOKEN = "s3cret-admin-token"
+
+  local function setenv(name, value)
+    if saved[name] == nil then
+      saved[name] = { os.getenv(name) }
+    end
+    if value == nil then
+      mnemo.uv.os_unsetenv(name)
+    else
+      mnemo.uv.os_setenv(name, value)
+    end
+  end
+
+  -- A directory under a home directory: mnemo_scrub takes /home/USER,
+  -- /Users/USER and /root for homes, and so does this test ($HOME when it
+  -- is one of those, which it is for a user or root; else a temporary
+  -- directory, where the base-name-only rule must hide it all the same).
+  local function fake_home_dir()
+    local home = os.getenv("HOME") or ""
+    if home:match("^/home/[^/]+$") or home:match("^/Users/[^/]+$") or home == "/root" then
+      local d = mnemo.uv.fs_mkdtemp(home .. "/mnemo-spec-XXXXXX")
+      if d then
+        return d
+      end
+    end
+    return assert(mnemo.uv.fs_mkdtemp("/tmp/mnemo-spec-XXXXXX"))
+  end
+
+  setup(function()
+    local _
+    _, restore_log = h.capture_log()
+    setenv("MNEMO_PG_DSN", nil)
+    setenv("MNEMO_REDIS_URL", nil)
+    setenv("MNEMO_ADMIN_TOKEN", TOKEN)
+    mnemo.policy._reset()
+    dir = fake_home_dir()
+    file = dir .. "/policy.lua"
+    h.write_file(file, "return { timeouts = { default = 30 } }")
+    assert.equal(1, mnemo.policy.load(file))
+    -- The reload fails; its error quotes the path and the file's text.
+    h.write_file(file, ("error(%q)"):format(SECRET))
+    local gen, err = mnemo.policy.reload()
+    assert.is_nil(gen)
+    assert.matches(SECRET, err, 1, true)
+    assert.matches(dir, err, 1, true)
+    monitor.install()
+    server = mnemo.run(function()
+      return assert(mnemo.http.serve { addr = "127.0.0.1:0" })
+    end)
+    url = server:url()
+  end)
+  teardown(function()
+    mnemo.run(function()
+      server:close()
+    end)
+    os.remove(file)
+    os.remove(dir)
+    for name, v in pairs(saved) do
+      setenv(name, v[1])
+    end
+    mnemo.policy._reset()
+    restore_log()
+  end)
+
+  local function get_health(...)
+    local args = { ... }
+    args[#args + 1] = url .. "/health"
+    local code, body = mnemo.run(curl, args)
+    return code, body, json(body)
+  end
+
+  local function assert_scrubbed(body, health, why)
+    assert.not_matches(dir, body, 1, true, why)
+    assert.not_matches(SECRET, body, 1, true, why)
+    -- Not the home directory either (nor the scrubber's ~ for it).
+    assert.not_matches((dir:match("^(/[^/]+/?[^/]*)/")), body, 1, true, why)
+    assert.equal("rejected (details with the admin token)", health.policy.last_error, why)
+    assert.equal("policy.lua", health.policy.file, why)
+    assert.is_nil(health.policy.path, why)
+    assert.equal(1, health.policy.generation, why)
+    assert.equal(1, health.policy.errors, why)
+  end
+
+  it("shows the base name, the generation and that it was rejected, without the token", function()
+    local code, body, health = get_health()
+    assert.is_true(code == 200 or code == 503, body)
+    assert_scrubbed(body, health, "no token")
+  end)
+
+  it("shows the full path and error text with the admin token", function()
+    local code, body, health = get_health("-H", "Authorization: Bearer " .. TOKEN)
+    local anonymous = get_health()
+    assert.equal(anonymous, code)
+    assert.equal(file, health.policy.path)
+    assert.matches(SECRET, health.policy.last_error, 1, true)
+    assert.matches(file, health.policy.last_error, 1, true)
+    assert.matches(SECRET, body, 1, true)
+  end)
+
+  it("shows no more with a wrong token (same status), or any token when none is configured", function()
+    local anonymous = get_health()
+    for _, given in ipairs { "wrong", TOKEN:sub(1, -2) .. "X", TOKEN .. "X", "" } do
+      local code, body, health = get_health("-H", "Authorization: Bearer " .. given)
+      assert.equal(anonymous, code, given)
+      assert_scrubbed(body, health, given)
+    end
+    local code, body, health = get_health("-H", "Authorization: " .. TOKEN)
+    assert.equal(anonymous, code)
+    assert_scrubbed(body, health, "no Bearer")
+    setenv("MNEMO_ADMIN_TOKEN", nil)
+    code, body, health = get_health("-H", "Authorization: Bearer " .. TOKEN)
+    setenv("MNEMO_ADMIN_TOKEN", TOKEN)
+    assert.equal(anonymous, code)
+    assert_scrubbed(body, health, "no token configured")
+  end)
+
+  it("keeps the policy's directory out of /metrics and the dashboard", function()
+    for _, path in ipairs { "/metrics", "/monitoring/errors" } do
+      local code, body = mnemo.run(curl, { url .. path })
+      assert.equal(200, code, path)
+      assert.not_matches(dir, body, 1, true, path)
+      assert.not_matches(SECRET, body, 1, true, path)
+    end
+  end)
+end)
