@@ -16,7 +16,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 # Native core: knows nothing about Lua (see docs/ARCHITECTURE.md).
 # Lua bindings (lua_*.c) and the per-state runtime sit above it; the host
 # (host.c, main.c) above those.
-HOST_SRC := runtime/host.c runtime/main.c
+HOST_SRC := runtime/host.c runtime/main.c runtime/check_child.c
 LUA_SRC := $(wildcard runtime/lua_*.c)
 CORE_SRC := $(filter-out $(HOST_SRC) $(LUA_SRC),$(wildcard runtime/*.c))
 

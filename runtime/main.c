@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_child.h"
 #include "host.h"
 #include "version.h"
 
@@ -66,7 +67,10 @@ static const char usage[] =
     "  --policy FILE         load this policy file first (reloaded when it\n"
     "                        changes or on SIGHUP)\n"
     "  --check-policy FILE   validate a policy file: exit 0, or 1 with every\n"
-    "                        problem listed\n"
+    "                        problem listed; it runs in a child process,\n"
+    "                        stopped (exit 1) after $MNEMO_CHECK_SECONDS (10)\n"
+    "                        and limited to $MNEMO_CHECK_MEMORY bytes (2G; a\n"
+    "                        K, M or G suffix) of address space\n"
     "  --explain OPERATION   print the timeout, retry, breaker and bulkhead\n"
     "                        an operation gets (with --policy, from it)\n"
     "  --migrate [DIR]       apply the schema migrations (db/migrations) to\n"
@@ -155,6 +159,9 @@ int main(int argc, char **argv) {
         options.script_index = i;
         i++;
         options.argc = i + 1;
+        /* A policy file is untrusted: checked in a child with limits. */
+        if (options.code == check_policy_code)
+          return mnemo_check_child_run(&options, argv[i]);
         return mnemo_host_run(&options);
       }
     } else if (strcmp(a, "--serve") == 0) {
