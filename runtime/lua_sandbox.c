@@ -35,6 +35,7 @@ typedef struct sandbox_state {
 } sandbox_state_t;
 
 static const char SENTINEL_KEY[] = "mnemo.sandbox.state";
+static const char ENVS_KEY[] = "mnemo.sandbox.environments";
 
 /* Counts every byte; past the limit refuses the growth (LuaJIT raises "not
  * enough memory" where the allocation was asked). Shrinking and freeing
@@ -94,11 +95,36 @@ static void install(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY);
   lua_setallocf(L, limited_alloc, s);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
 }
 
 static sandbox_run_t *current_run(lua_State *L) {
   sandbox_state_t *s = state_of(L);
   return s != NULL ? s->run : NULL;
+}
+
+/* True when the function running at `ar` is sandboxed code: its
+ * environment is one sandbox_register was given. The sandbox's own
+ * wrappers (pcall, xpcall's handler guard) are host code and are never
+ * interrupted: they pass an exhausted run on by returning or raising
+ * themselves, which an xpcall handler interrupted again and again could
+ * not (LuaJIT calls the handler anew for an error raised inside it). */
+static int running_sandboxed(lua_State *L, lua_Debug *ar) {
+  int sandboxed;
+  if (!lua_getinfo(L, "f", ar))
+    return 0;
+  lua_getfenv(L, -1);
+  lua_getfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
+  lua_pushvalue(L, -2);
+  lua_rawget(L, -2);
+  sandboxed = lua_toboolean(L, -1);
+  lua_pop(L, 4);
+  return sandboxed;
 }
 
 static void raise_exhausted(lua_State *L, sandbox_run_t *run) {
@@ -112,7 +138,6 @@ static void raise_exhausted(lua_State *L, sandbox_run_t *run) {
 static void count_hook(lua_State *L, lua_Debug *ar) {
   sandbox_run_t *run = current_run(L);
   sandbox_state_t *s;
-  (void)ar;
   if (run == NULL)
     return;
   run->used += run->exhausted ? 1 : STEP;
@@ -120,7 +145,9 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     run->exhausted = RUN_BUDGET;
   if (run->exhausted != RUN_OK) {
     lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-    raise_exhausted(L, run);
+    if (running_sandboxed(L, ar))
+      raise_exhausted(L, run);
+    return;
   }
   s = state_of(L);
   if (!run->collected && s->used > run->limit - run->memory / 4) {
@@ -217,6 +244,8 @@ static int l_sandbox_run(lua_State *L) {
   s->run = &run;
   lua_sethook(L, count_hook, LUA_MASKCOUNT, STEP);
   status = lua_pcall(L, nargs, LUA_MULTRET, 0);
+  if (status == LUA_ERRMEM && run.exhausted == RUN_OK)
+    run.exhausted = RUN_MEMORY; /* refused before the allocator was asked */
   /* Restored here, in C: no Lua instruction runs under this run's hook. */
   lua_sethook(L, old_hook, old_mask, old_count);
   s->run = run.outer;
@@ -245,6 +274,17 @@ static int l_sandbox_run(lua_State *L) {
   return 2;
 }
 
+/* sandbox_register(env): code whose environment is env is sandboxed (the
+ * table is weak: environments go with their functions). */
+static int l_sandbox_register(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  return 0;
+}
+
 /* sandbox_exhausted() -> true while the innermost run's budget or memory
  * is spent: the sandbox's pcall re-raises instead of returning. */
 static int l_sandbox_exhausted(lua_State *L) {
@@ -270,6 +310,7 @@ void mnemo_open_sandbox(lua_State *L) {
   static const luaL_Reg fns[] = {{"sandbox_run", l_sandbox_run},
                                  {"sandbox_exhausted", l_sandbox_exhausted},
                                  {"sandbox_memory", l_sandbox_memory},
+                                 {"sandbox_register", l_sandbox_register},
                                  {NULL, NULL}};
   install(L);
   luaL_register(L, NULL, fns);

@@ -70,8 +70,15 @@ local function safe_pcall(fn, ...)
   return rethrow(pcall(fn, ...))
 end
 
+-- The handler is skipped once the run is exhausted: it is policy code,
+-- and would only raise again.
 local function safe_xpcall(fn, handler)
-  return rethrow(xpcall(fn, handler))
+  return rethrow(xpcall(fn, function(e)
+    if exhausted() then
+      return e
+    end
+    return handler(e)
+  end))
 end
 
 -- Strings' metatable would hand out the string table strings resolve to.
@@ -88,8 +95,10 @@ if jit then
   jit.off(safe_xpcall)
 end
 
--- Environments made here, to tell sandboxed functions from host ones.
+-- Environments made here, to tell sandboxed functions from host ones
+-- (here, and in the count hook: it interrupts only sandboxed code).
 local environments = setmetatable({}, { __mode = "k" })
+local register = core.sandbox_register
 
 -- A fresh environment: nothing in it is shared with any other.
 function _M.environment()
@@ -102,6 +111,7 @@ function _M.environment()
     table = copy(table, TABLE_FUNCTIONS),
   }
   environments[env] = true
+  register(env)
   return env
 end
 
