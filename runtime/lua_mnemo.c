@@ -29,5 +29,6 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_error_track(L);
   mnemo_open_http(L);
   mnemo_open_sandbox(L);
+  mnemo_open_pattern(L);
   return 1;
 }

@@ -19,6 +19,7 @@ void mnemo_open_cache(lua_State *L);
 void mnemo_open_chunker(lua_State *L);
 void mnemo_open_error_track(lua_State *L);
 void mnemo_open_http(lua_State *L);
+void mnemo_open_pattern(lua_State *L);
 
 struct mnemo_breaker;
 /* The breaker inside a mnemo.breaker userdata (raises if it is not one). */
