@@ -3,6 +3,7 @@
 -- deadline, retries and breaker. Nothing is marked done that is not
 -- committed; a file that fails is recorded with its reason and the run goes
 -- on. See docs/ARCHITECTURE.md ("The pipeline").
+local bit = require "bit"
 local uv = require "luv"
 local core = require "mnemo_core"
 local guard = require "mnemo.guard"
@@ -37,44 +38,139 @@ local function await_fs(fn, ...)
   end)
 end
 
--- Reads a whole file through the loop (the uv thread pool), never blocking
--- it. Returns the text, or nil and the reason.
-local function read_file(path, size)
-  local err, fd = await_fs(uv.fs_open, path, "r", 420)
-  if err or not fd then
-    return nil, tostring(err)
+-- A file may grow this much between the walk and the read; past it, the
+-- file is skipped (grew_during_read) instead of read to its new end.
+_M.GROWTH_BOUND = 64 * 1024
+
+local function noop() end
+
+-- The reason for an fs error (luv's message starts with the code).
+local function fs_reason(err)
+  local code = tostring(err):match("^(%u+)")
+  if code == "ELOOP" then
+    return "symlink" -- O_NOFOLLOW: the path became a symlink since the walk
+  elseif code == "ENXIO" or code == "ENODEV" then
+    return "not_regular_file" -- a socket, a device without a driver
   end
-  local rerr, data = await_fs(uv.fs_read, fd, size, 0)
-  await_fs(uv.fs_close, fd)
-  if rerr then
-    return nil, tostring(rerr)
-  end
-  return data
+  return "unreadable"
 end
 
--- Walks root; returns the list of { path, rel, size } and the skipped
--- entries with their reasons. Symlinks are followed once: a directory seen
--- before (by real path) is a loop and is skipped.
+local function read_open(fd, file, max_bytes)
+  local serr, st = await_fs(uv.fs_fstat, fd)
+  if serr or not st then
+    return nil, "unreadable"
+  end
+  if st.type ~= "file" then
+    return nil, "not_regular_file"
+  end
+  -- A followed link: what is open must be the target the walk resolved
+  -- and checked (inside the root), not whatever took its place since.
+  if file.ino and (st.ino ~= file.ino or st.dev ~= file.dev) then
+    return nil, "symlink_changed"
+  end
+  if st.size > max_bytes then
+    return nil, "too_large"
+  end
+  local cap = math.min(file.size + _M.GROWTH_BOUND, max_bytes)
+  if st.size > cap then
+    return nil, "grew_during_read"
+  end
+  -- One read for a regular file: a short one is its end (no second trip
+  -- to the pool to see EOF); cap + 1 bytes read means it grew past cap.
+  local parts, got = {}, 0
+  while got <= cap do
+    local want = cap + 1 - got
+    local rerr, data = await_fs(uv.fs_read, fd, want, got)
+    if rerr then
+      return nil, "unreadable"
+    end
+    parts[#parts + 1] = data or ""
+    got = got + #parts[#parts]
+    if #parts[#parts] < want then
+      break
+    end
+  end
+  if got > cap then
+    return nil, "grew_during_read"
+  end
+  return table.concat(parts)
+end
+
+-- Reads one file of the walk's list through the uv thread pool, never
+-- blocking the loop: opened O_NONBLOCK (a FIFO without a writer does not
+-- hang the open) and O_NOFOLLOW, at the real path the walk resolved (for a
+-- followed link, its target); the open descriptor must be a regular file,
+-- and at most what the walk saw plus GROWTH_BOUND (never more than
+-- max_bytes) is read. Returns the text, or nil and the reason.
+function _M.read_file(file, max_bytes)
+  local c = uv.constants
+  -- O_NOFOLLOW is added to luv's constants by mnemo_core (lua_luv.c).
+  local nofollow = assert(c.O_NOFOLLOW, "mnemo: luv's constants lack O_NOFOLLOW")
+  local flags = bit.bor(c.O_RDONLY, c.O_NONBLOCK, c.O_NOCTTY, nofollow)
+  local err, fd = await_fs(uv.fs_open, file.real or file.path, flags, 0)
+  if err or not fd then
+    return nil, fs_reason(err)
+  end
+  local ok, text, reason = pcall(read_open, fd, file, max_bytes or _M.DEFAULTS.max_file_bytes)
+  uv.fs_close(fd, noop) -- on the pool; nothing waits for it
+  if not ok then
+    error(text, 0)
+  end
+  return text, reason
+end
+
+local function join(dir, name)
+  return dir == "/" and "/" .. name or dir .. "/" .. name
+end
+
+-- Whether the real path `path` is `dir` or under it.
+local function within(dir, path)
+  return path == dir or path:sub(1, #dir + 1) == (dir == "/" and "/" or dir .. "/")
+end
+
+-- Walks root; returns the list of { path, rel, real, size } and the
+-- skipped entries with their reasons. Only directories and regular files
+-- are taken (not_regular_file: a FIFO, socket or device). A symlink is
+-- resolved (realpath) and skipped: symlink_broken (dangling),
+-- symlink_loop, symlink_outside_root (whatever the options say), symlink
+-- (inside the root, not followed). With opts.follow_symlinks, one whose
+-- target is inside the root is followed, after the tree itself has been
+-- walked, so a file or directory reached both directly and through a link
+-- is taken once, at its own path (symlink_duplicate); a link to a
+-- directory that contains it is a symlink_loop.
 function _M.walk(root, opts)
   opts = opts or {}
   local ignore = opts.ignore or _M.DEFAULTS.ignore
+  local follow = opts.follow_symlinks == true
   local files, skipped = {}, {}
-  local seen = {}
-  local function visit(dir, rel)
-    local rerr, real = await_fs(uv.fs_realpath, dir)
-    if rerr or not real then
-      skipped[#skipped + 1] = { rel = rel, reason = "unreadable" }
+  local function skip(rel, reason)
+    skipped[#skipped + 1] = { rel = rel, reason = reason }
+  end
+  local rerr, real_root = await_fs(uv.fs_realpath, root)
+  if rerr or not real_root then
+    skip("", "unreadable")
+    return files, skipped
+  end
+  local seen_dirs, seen_files, links = {}, {}, {}
+  -- dir: its path; real: what its real path must be (nil for the root);
+  -- parent: the real path of the directory holding it.
+  local function visit(dir, rel, real, parent, linked)
+    local derr, actual = await_fs(uv.fs_realpath, dir)
+    if derr or not actual then
+      return skip(rel, "unreadable")
+    end
+    if real and actual ~= real then
+      -- Became a symlink since its directory was read.
+      links[#links + 1] = { path = dir, rel = rel, parent = parent }
       return
     end
-    if seen[real] then
-      skipped[#skipped + 1] = { rel = rel, reason = "symlink_loop" }
-      return
+    if seen_dirs[actual] then
+      return skip(rel, "symlink_loop")
     end
-    seen[real] = true
-    local serr, req = await_fs(uv.fs_scandir, dir)
+    seen_dirs[actual] = true
+    local serr, req = await_fs(uv.fs_scandir, actual)
     if serr or not req then
-      skipped[#skipped + 1] = { rel = rel, reason = "unreadable" }
-      return
+      return skip(rel, "unreadable")
     end
     local entries = {}
     while true do
@@ -88,33 +184,74 @@ function _M.walk(root, opts)
       return a.name < b.name
     end)
     for _, e in ipairs(entries) do
-      local path = dir .. "/" .. e.name
+      local path = join(actual, e.name)
       local erel = rel == "" and e.name or (rel .. "/" .. e.name)
       if not ignore[e.name] then
-        local kind = e.kind
-        local size
-        if kind == "link" or kind == nil then
-          local st_err, st = await_fs(uv.fs_stat, path)
-          if st_err or not st then
-            skipped[#skipped + 1] = { rel = erel, reason = "broken_link" }
-            kind = nil
-          else
-            kind, size = st.type, st.size
-          end
+        local kind, st = e.kind, nil
+        if kind ~= "directory" then
+          local lerr
+          lerr, st = await_fs(uv.fs_lstat, path)
+          kind = (not lerr and st) and st.type or "gone"
         end
         if kind == "directory" then
-          visit(path, erel)
+          visit(path, erel, path, actual, linked)
+        elseif kind == "file" and seen_files[path] then
+          skip(erel, "symlink_duplicate") -- in a followed directory, and reached before
         elseif kind == "file" then
-          if not size then
-            local st_err, st = await_fs(uv.fs_stat, path)
-            size = (not st_err and st) and st.size or 0
-          end
-          files[#files + 1] = { path = path, rel = erel, size = size }
+          seen_files[path] = true
+          files[#files + 1] = { path = path, rel = erel, real = path, size = st.size,
+            dev = linked and st.dev or nil, ino = linked and st.ino or nil }
+        elseif kind == "link" then
+          links[#links + 1] = { path = path, rel = erel, parent = actual }
+        elseif kind == "gone" then
+          skip(erel, "unreadable")
+        else
+          skip(erel, "not_regular_file")
         end
       end
     end
   end
-  visit(root, "")
+  visit(root, "", nil, nil, false)
+  -- The links, once the tree itself is known (a followed directory adds
+  -- the links it holds to the end of the list).
+  local i = 1
+  while i <= #links do
+    local link = links[i]
+    i = i + 1
+    local lerr, target = await_fs(uv.fs_realpath, link.path)
+    local code = lerr and tostring(lerr):match("^(%u+)")
+    if not target then
+      skip(link.rel, code == "ELOOP" and "symlink_loop"
+        or (code == "ENOENT" or code == "ENOTDIR") and "symlink_broken" or "unreadable")
+    elseif not within(real_root, target) then
+      skip(link.rel, "symlink_outside_root")
+    elseif not follow then
+      skip(link.rel, "symlink")
+    else
+      local serr, st = await_fs(uv.fs_lstat, target)
+      if serr or not st then
+        skip(link.rel, "symlink_broken")
+      elseif st.type == "directory" then
+        if seen_dirs[target] then
+          skip(link.rel, within(target, link.parent) and "symlink_loop" or "symlink_duplicate")
+        else
+          visit(target, link.rel, target, link.parent, true)
+        end
+      elseif st.type == "file" then
+        if seen_files[target] then
+          skip(link.rel, "symlink_duplicate")
+        else
+          seen_files[target] = true
+          files[#files + 1] = { path = link.path, rel = link.rel, real = target, size = st.size,
+            dev = st.dev, ino = st.ino }
+        end
+      elseif st.type == "link" then
+        skip(link.rel, "symlink_changed") -- a real path is no link, unless it changed
+      else
+        skip(link.rel, "not_regular_file")
+      end
+    end
+  end
   return files, skipped
 end
 
@@ -240,6 +377,7 @@ local function record(run, file, outcome, reason)
     r.files_unchanged = r.files_unchanged + 1
   elseif outcome == "skipped" then
     r.files_skipped = r.files_skipped + 1
+    r.skipped[#r.skipped + 1] = { file = file.rel, reason = reason }
   else
     r.files_failed = r.files_failed + 1
   end
@@ -298,9 +436,9 @@ local function index_one(run, w, file)
     return record(run, file, "skipped", "too_large")
   end
   local chunker = run.chunker
-  local text = read_file(file.path, file.size)
+  local text, why = _M.read_file(file, opts.max_file_bytes)
   if not text then
-    return record(run, file, "skipped", "unreadable")
+    return record(run, file, "skipped", why)
   end
   -- Binary first: a PNG is "binary" whatever its name says.
   if core.looks_binary(text) then
@@ -389,8 +527,11 @@ end
 --   backfill = { backoff_base = 1, interval = 1, batch = 64 } | false,
 --   on_file = fn(path, done, total) called after each file,
 --   embedding_cache = true (a given embedder's vectors are cached by chunk
---   content, under embedder_name = "custom") }
--- -> report table.
+--   content, under embedder_name = "custom"),
+--   follow_symlinks = false (true: follow a symlink whose real target is
+--     inside root; one pointing outside it is never followed) }
+-- -> report table: counts, reasons (reason -> count) and skipped (a list of
+-- { file = rel, reason = ... }).
 function _M.index(opts)
   if type(opts) ~= "table" or type(opts.root) ~= "string" then
     error("mnemo.index: expected { root = DIR, repository = NAME, ... }", 2)
@@ -424,7 +565,7 @@ function _M.index(opts)
     report = { files_total = 0, files_indexed = 0, files_unchanged = 0, files_skipped = 0, files_failed = 0,
       chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embeddings_cached = 0, embed_failures = 0,
       cache_hits = 0,
-      reasons = {} },
+      reasons = {}, skipped = {} },
   }
   local st = uv.fs_stat(opts.root)
   if not st or st.type ~= "directory" then
@@ -553,7 +694,10 @@ function _M.index(opts)
   return run.report
 end
 
--- Prints a report as a table (the end of `make run`).
+local REPORT_EXAMPLES = 3
+
+-- Prints a report as a table (the end of `make run`): counts, then each
+-- reason with its count and the first files skipped for it.
 function _M.print_report(r, out)
   out = out or io.stdout
   out:write(("repository %s: %d files in %.2f s\n"):format(r.repository, r.files_total, r.seconds))
@@ -562,16 +706,32 @@ function _M.print_report(r, out)
     { "failed", r.files_failed }, { "chunks stored", r.chunks },
     { "embeddings backfilled", r.embeddings_backfilled or 0 }, { "embeddings pending", r.embeddings_pending },
   }
-  local reasons = {}
+  local reasons, files = {}, {}
   for k in pairs(r.reasons) do
     reasons[#reasons + 1] = k
   end
   table.sort(reasons)
+  for _, s in ipairs(r.skipped or {}) do
+    files[s.reason] = files[s.reason] or {}
+    table.insert(files[s.reason], s.file)
+  end
   for _, k in ipairs(reasons) do
     rows[#rows + 1] = { "  " .. k, r.reasons[k] }
+    -- Which files, for the first few of each reason.
+    local list = files[k] or {}
+    for i = 1, math.min(#list, REPORT_EXAMPLES) do
+      rows[#rows + 1] = { "      " .. list[i] }
+    end
+    if #list > REPORT_EXAMPLES then
+      rows[#rows + 1] = { ("      (%d more)"):format(#list - REPORT_EXAMPLES) }
+    end
   end
   for _, row in ipairs(rows) do
-    out:write(("  %-24s %6d\n"):format(row[1], row[2]))
+    if row[2] then
+      out:write(("  %-24s %6d\n"):format(row[1], row[2]))
+    else
+      out:write(("  %s\n"):format(row[1]))
+    end
   end
 end
 
