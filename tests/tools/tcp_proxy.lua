@@ -16,6 +16,13 @@ local uv = require "luv"
 local up_host, up_port = arg[1] or "127.0.0.1", tonumber(arg[2])
 assert(up_port, "usage: tcp_proxy.lua UPSTREAM_HOST UPSTREAM_PORT")
 
+-- A delayed chunk written to a client that has closed meanwhile would
+-- raise SIGPIPE and end the proxy silently (mnemo-run ignores it only once
+-- its Redis or HTTP code runs): watched, the write fails with EPIPE instead.
+local sigpipe = uv.new_signal()
+sigpipe:start("sigpipe", function() end)
+sigpipe:unref()
+
 local latency = 0 -- ms
 local conns = {} -- set of { client =, upstream = }
 local accepted, resets, open = 0, 0, 0
