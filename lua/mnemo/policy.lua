@@ -310,10 +310,18 @@ local function reload_in_task(force)
     repeat
       state.reload_again = false
       local ok, err = pcall(function()
-        local text = not state.reload_forced and read_file(state.path)
+        local text, err = nil, nil
+        if not state.reload_forced then
+          text, err = read_file(state.path)
+        end
         state.reload_forced = false
-        if not (text and hash(text) == state.hash) then
-          _M.reload()
+        local h = text and hash(text) or err and "unreadable: " .. err
+        -- The text in force, or the text rejected last (the stat poll sees
+        -- the change the fs event already reported): nothing new to try.
+        if h == nil or (h ~= state.hash and h ~= state.rejected_hash) then
+          if not _M.reload() then
+            state.rejected_hash = h
+          end
         end
       end)
       if not ok then
@@ -388,6 +396,7 @@ function _M._reset()
   _M.unwatch()
   state.path, state.generation, state.hash, state.loaded_at = nil, 0, nil, nil
   state.last_error, state.reloads, state.errors, state.policy = nil, 0, 0, nil
+  state.rejected_hash = nil
   apply_sandbox_section(nil)
 end
 

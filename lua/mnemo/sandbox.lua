@@ -43,10 +43,10 @@ end
 -- (("x"):rep(3)): never handed to policy code itself, so it stays as it is.
 local STRING_FUNCTIONS = { "byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper" }
 local safe_string = copy(string, STRING_FUNCTIONS)
-safe_string.find = core.pattern_find or string.find
-safe_string.match = core.pattern_match or string.match
-safe_string.gmatch = core.pattern_gmatch or string.gmatch
-safe_string.gsub = core.pattern_gsub or string.gsub
+safe_string.find = core.pattern_find
+safe_string.match = core.pattern_match
+safe_string.gmatch = core.pattern_gmatch
+safe_string.gsub = core.pattern_gsub
 local STRING_ALL = { "byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper", "find",
   "match", "gmatch", "gsub" }
 

@@ -1,6 +1,7 @@
 -- Test helpers: run build/mnemo-run as a real child process on the loop.
 local uv = require "luv"
 local mnemo = require "mnemo"
+local cjson = require "cjson"
 
 local _M = {}
 
@@ -89,6 +90,94 @@ function _M.start(fn, ...)
   return box
 end
 
+-- curl -i; returns { status, headers (lower-case), body, json }.
+function _M.curl(url, opts)
+  opts = opts or {}
+  local args = { "curl", "-s", "-S", "-i", "--max-time", "5" }
+  for _, a in ipairs(opts) do
+    args[#args + 1] = a
+  end
+  args[#args + 1] = url
+  local r = _M.spawn(args)
+  assert(r.code == 0, "curl failed: " .. r.stderr)
+  local raw = r.stdout:gsub("^HTTP/1%.1 100 Continue\r\n\r\n", "")
+  local head, body = raw:match("^(.-)\r\n\r\n(.*)$")
+  assert(head, "no response head in: " .. raw)
+  local res = { status = tonumber(head:match("^HTTP/1%.1 (%d+)")), headers = {}, body = body }
+  for k, v in head:gmatch("\r\n([^:\r\n]+): *([^\r\n]*)") do
+    res.headers[k:lower()] = v
+  end
+  if (res.headers["content-type"] or ""):match("^application/json") then
+    res.json = cjson.decode(body)
+  end
+  return res
+end
+
+-- The environment of a child mnemo-run: quiet logs, and the Lua files
+-- (build/asan/mnemo-run does not find them next to itself).
+function _M.child_env(extra)
+  local env = { "MNEMO_LOG_LEVEL=error", "PATH=" .. (os.getenv("PATH") or "/usr/bin:/bin") }
+  local lua_dir = os.getenv("MNEMO_LUA_DIR")
+  if lua_dir then
+    env[#env + 1] = "MNEMO_LUA_DIR=" .. lua_dir
+  end
+  for _, e in ipairs(extra or {}) do
+    env[#env + 1] = e
+  end
+  return env
+end
+-- mnemo-run --serve: started as a child, read its stderr for the URL.
+function _M.start_serving(args, env)
+  local proc = { err = {}, out = {} }
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle, pid
+  -- Closed in its exit callback, as h.spawn does: luv crashes at exit on
+  -- a process handle closed but not yet released by the loop.
+  handle, pid = uv.spawn(_M.MNEMO_RUN, { args = args, stdio = { nil, stdout, stderr }, env = env },
+    function(code, signal)
+      proc.code, proc.signal = code, signal
+      handle:close()
+    end)
+  assert(handle, pid)
+  proc.handle = handle
+  stdout:read_start(function(_, data)
+    if data then
+      proc.out[#proc.out + 1] = data
+    else
+      stdout:close()
+    end
+  end)
+  stderr:read_start(function(_, data)
+    if data then
+      proc.err[#proc.err + 1] = data
+    else
+      stderr:close()
+    end
+  end)
+  local deadline = mnemo.now() + 15
+  while not proc.url do
+    proc.url = table.concat(proc.err):match("mnemo: serving (http://%S+)")
+    if proc.code or mnemo.now() > deadline then
+      break
+    end
+    mnemo.sleep(0.01)
+  end
+  function proc.wait()
+    local until_ = mnemo.now() + 15
+    while not (proc.code and stdout:is_closing() and stderr:is_closing()) do
+      assert(mnemo.now() < until_, "mnemo-run did not exit")
+      mnemo.sleep(0.01)
+    end
+    proc.stderr, proc.stdout = table.concat(proc.err), table.concat(proc.out)
+    return proc
+  end
+  function proc.stop()
+    uv.process_kill(handle, "sigterm")
+    return proc.wait()
+  end
+  return proc
+end
+
 -- Captures mnemo's JSON log lines; returns the list and a restore function.
 function _M.capture_log()
   local lines = {}
@@ -102,7 +191,6 @@ end
 
 -- The decoded log records of one event.
 function _M.events(lines, name)
-  local cjson = require "cjson"
   local out = {}
   for _, l in ipairs(lines) do
     local rec = cjson.decode(l)
