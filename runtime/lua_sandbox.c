@@ -246,6 +246,8 @@ static int l_sandbox_run(lua_State *L) {
   status = lua_pcall(L, nargs, LUA_MULTRET, 0);
   if (status == LUA_ERRMEM && run.exhausted == RUN_OK)
     run.exhausted = RUN_MEMORY; /* refused before the allocator was asked */
+  if (run.exhausted == RUN_OK && run.used > run.budget)
+    run.exhausted = RUN_BUDGET; /* spent by a nested run or a C call */
   /* Restored here, in C: no Lua instruction runs under this run's hook. */
   lua_sethook(L, old_hook, old_mask, old_count);
   s->run = run.outer;
