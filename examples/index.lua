@@ -11,7 +11,14 @@ if not mnemo.policy.status().path then
 end
 mnemo.log.set_level(os.getenv("MNEMO_LOG_LEVEL") or "error")
 
-local conn = assert(mnemo.pg.connect(os.getenv("MNEMO_PG_DSN")))
+-- A database that cannot be reached (or a DSN libpq refuses) ends the run
+-- with one line: the error, its password scrubbed by mnemo.pg. The connect
+-- has a deadline ($MNEMO_PG_CONNECT_TIMEOUT seconds, default 10).
+local conn, cerr = mnemo.pg.connect(os.getenv("MNEMO_PG_DSN"))
+if not conn then
+  io.stderr:write("index: ", (tostring(cerr):gsub("\n%s*", " ")), "\n")
+  os.exit(1)
+end
 local applied = mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
 -- pgvector mode when the server has the extension: its one-time set-up
 -- (column, index) is done here rather than under the first search's deadline.

@@ -236,6 +236,41 @@ static int is_token68(unsigned char c) {
   return CLASS[c] & C_TOKEN;
 }
 
+/* Is s[w..) a "name=" (blanks allowed before the '=')? */
+static int name_eq_at(const char *s, size_t len, size_t w) {
+  size_t x = w;
+  while (x < len && is_word_char((unsigned char)s[x]))
+    x++;
+  if (x == w)
+    return 0;
+  while (x < len && is_blank((unsigned char)s[x]))
+    x++;
+  return x < len && s[x] == '=';
+}
+
+/* An unquoted connection-string value that ends at a blank, e means
+ * "password=two words host=db": libpq takes "words" for the next keyword
+ * (and repeats it in its error), but it is the rest of the password. The
+ * words up to the next name= are masked too, only when such a name=
+ * follows on the same line ("password=x is wrong" is left as it is).
+ * Returns the new end of the value. */
+static size_t value_words(const char *s, size_t len, size_t e) {
+  size_t end = e, w = e, x;
+  for (;;) {
+    while (w < len && is_blank((unsigned char)s[w]))
+      w++;
+    if (w == end || w >= len)
+      return e; /* no blank, or the end of the text: no name= followed */
+    if (name_eq_at(s, len, w))
+      return end;
+    for (x = w; x < len && !ends_value((unsigned char)s[x]) && s[x] != '='; x++)
+      ;
+    if (x == w || (x < len && s[x] == '='))
+      return e; /* a quote, a separator: not a connection string */
+    end = w = x;
+  }
+}
+
 /* The word s[i..k) was just read. If it names a secret followed by its
  * value, or is "Bearer" followed by a token, writes the masked span and
  * returns where scanning resumes; else returns 0 (nothing written). */
@@ -304,39 +339,71 @@ static size_t mask_after_word(sink_t *o, const char *s, size_t len, size_t i,
     ;
   if (e == v)
     return 0;
+  if (strong && s[m] == '=')
+    e = value_words(s, len, e);
   put(o, s + i, v - i);
   put(o, "***", 3);
   return e;
 }
 
+/* What ends a URL in a text: a quote, an angle bracket, a space, a NUL. */
+static int ends_url(unsigned char c) {
+  return c == '"' || c == '\'' || c == '<' || c == '>' || is_space(c) ||
+         c == '\0';
+}
+
 /* At "://": masks the password of user:password@host. Returns where
  * scanning resumes (the '@'), or 0. The userinfo ends at the LAST '@'
- * before the path: a password with an unescaped '@' is still all hidden. */
+ * before the path: a password with an unescaped '@' is still all hidden.
+ * Without an '@' before the path, a colon followed by anything but a port
+ * number is a password too: of a DSN cut short ("postgresql://u:S3cret"),
+ * or one holding a '/', '?' or '#' ("u:a/b@host", which libpq itself
+ * misreads); it is masked up to the URL's last '@', else to its end. */
 static size_t mask_userinfo(sink_t *o, const char *s, size_t len, size_t i) {
   size_t j = i + 3, k, at = 0, colon = 0, m;
   int found = 0;
   for (k = j; k < len; k++) {
     unsigned char c = (unsigned char)s[k];
-    if (c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c == '<' ||
-        c == '>' || is_space(c) || c == '\0')
+    if (c == '/' || c == '?' || c == '#' || ends_url(c))
       break;
     if (c == '@') {
       at = k;
       found = 1;
     }
   }
-  if (!found)
+  if (found) {
+    for (m = j; m < at; m++)
+      if (s[m] == ':') {
+        colon = m;
+        break;
+      }
+    if (colon == 0 || colon + 1 == at)
+      return 0;
+    put(o, s + i, colon + 1 - i);
+    put(o, "***", 3);
+    return at;
+  }
+  m = j;
+  if (m < k && s[m] == '[') /* [IPv6]:port */
+    while (m < k && s[m] != ']')
+      m++;
+  while (m < k && s[m] != ':')
+    m++;
+  if (m >= k)
     return 0;
-  for (m = j; m < at; m++)
-    if (s[m] == ':') {
-      colon = m;
-      break;
+  colon = m;
+  for (m = colon + 1; m < k && s[m] >= '0' && s[m] <= '9'; m++)
+    ;
+  if (m == k || s[m] == ',')
+    return 0; /* host:port (or host:port,host2...) */
+  for (; k < len && !ends_url((unsigned char)s[k]); k++)
+    if (s[k] == '@') {
+      at = k;
+      found = 1;
     }
-  if (colon == 0 || colon + 1 == at)
-    return 0;
   put(o, s + i, colon + 1 - i);
   put(o, "***", 3);
-  return at;
+  return found ? at : k;
 }
 
 /* Could the word s[i..k) start a secret or a bearer token? Most words
@@ -356,12 +423,264 @@ static int candidate(const char *s, size_t len, size_t i, size_t k) {
   return last == 'd' || last == 't' || last == 'n' || last == 'y';
 }
 
-size_t mnemo_scrub(const char *s, size_t len, char *out, size_t cap) {
+/* ---- the secrets of one connection string ----
+ * libpq repeats pieces of a DSN it cannot use, and a piece of a password
+ * then comes without "password=" before it: the start of one holding a
+ * '/' taken for a port ("invalid integer value "S3c" for connection option
+ * "port""), the rest of one holding an '@' taken for a host ("could not
+ * translate host name "ret@127.0.0.1""), a word of a value left unquoted
+ * ("missing "=" after "PW9""), a value it cannot decode ("invalid
+ * percent-encoded token: "S3cr%zz""). Only the DSN tells such a piece is
+ * secret: the spans of the DSN that may hold a password are found
+ * (generously: a malformed DSN is the case that matters), and the message
+ * is scrubbed as mnemo_scrub does, and besides, every occurrence of a span
+ * (of 3 bytes or more) and every double-quoted piece that is part of a
+ * span, or starts with its end, or ends with its start, is masked. */
+
+#define MAX_SECRETS 16
+#define MIN_OVERLAP 3
+
+typedef struct secrets {
+  const char *p[MAX_SECRETS];
+  size_t n[MAX_SECRETS];
+  size_t count;
+} secrets_t;
+
+static void add_secret(secrets_t *sec, const char *p, size_t n) {
+  if (n > 0 && sec->count < MAX_SECRETS) {
+    sec->p[sec->count] = p;
+    sec->n[sec->count++] = n;
+  }
+}
+
+static int is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* Names of connection options that hold a password: password, sslpassword
+ * (and any *passwd), in any case. */
+static int password_name(const char *w, size_t n) {
+  static const lit_t PASSWORD = LIT("password"), PASSWD = LIT("passwd");
+  return iends(w, n, PASSWORD) || iends(w, n, PASSWD);
+}
+
+/* A libpq keyword: lower-case letters and '_' (what "name=" must look like
+ * for a word after an unquoted password to start the next option). */
+static int keyword_like(const char *w, size_t n) {
+  size_t i;
+  if (n == 0)
+    return 0;
+  for (i = 0; i < n; i++)
+    if (!((w[i] >= 'a' && w[i] <= 'z') || w[i] == '_'))
+      return 0;
+  return 1;
+}
+
+/* scheme://user:PASSWORD@host...?password=PASSWORD, from a = after "://". */
+static void uri_secrets(const char *d, size_t n, size_t a, secrets_t *sec) {
+  size_t k, at = n, colon, e, q;
+  for (k = a; k < n; k++)
+    if (d[k] == '@')
+      at = k; /* the last one: a password may hold '@', '/', '?' */
+  if (at < n) {
+    for (colon = a; colon < at && d[colon] != ':'; colon++)
+      ;
+    if (colon < at)
+      add_secret(sec, d + colon + 1, at - colon - 1);
+    q = at;
+  } else {
+    /* No '@': a host:port, or "user:password" cut short. */
+    k = a;
+    if (k < n && d[k] == '[')
+      while (k < n && d[k] != ']')
+        k++;
+    while (k < n && d[k] != ':' && d[k] != '/' && d[k] != '?')
+      k++;
+    if (k < n && d[k] == ':') {
+      for (e = k + 1; e < n && is_digit((unsigned char)d[e]); e++)
+        ;
+      if (!(e == n || d[e] == '/' || d[e] == '?' || d[e] == ','))
+        add_secret(sec, d + k + 1, n - k - 1);
+    }
+    q = a;
+  }
+  while (q < n && d[q] != '?')
+    q++;
+  while (q < n) { /* ?name=value&name=value */
+    size_t name = ++q, eq;
+    while (q < n && d[q] != '&')
+      q++;
+    for (eq = name; eq < q && d[eq] != '='; eq++)
+      ;
+    if (eq < q && password_name(d + name, eq - name))
+      add_secret(sec, d + eq + 1, q - eq - 1);
+    else if (eq == q && !keyword_like(d + name, q - name))
+      add_secret(sec, d + name, q - name); /* "?S3cret": libpq repeats it */
+  }
+}
+
+/* name=value name = 'quoted value' ...; libpq's rules: blanks around '=',
+ * single quotes, backslash escapes. */
+static void kv_secrets(const char *d, size_t n, secrets_t *sec) {
+  size_t i = 0, ks, ke, vs, ve, w, we, first;
+  while (i < n) {
+    while (i < n && is_space((unsigned char)d[i]))
+      i++;
+    if (i >= n)
+      break;
+    ks = i;
+    while (i < n && !is_space((unsigned char)d[i]) && d[i] != '=')
+      i++;
+    ke = i;
+    while (i < n && is_space((unsigned char)d[i]))
+      i++;
+    if (i >= n || d[i] != '=') {
+      /* A bare word: libpq says `missing "=" after "WORD"`. Unless it
+       * looks like a keyword (lower-case letters and '_': a misspelt
+       * option, worth showing), it may be a piece of a password, or one
+       * given as the whole DSN. */
+      if (!keyword_like(d + ks, ke - ks))
+        add_secret(sec, d + ks, ke - ks);
+      i = ke;
+      continue;
+    }
+    i++;
+    while (i < n && is_space((unsigned char)d[i]))
+      i++;
+    if (i < n && d[i] == '\'') {
+      vs = ++i;
+      while (i < n && d[i] != '\'')
+        i += (d[i] == '\\' && i + 1 < n) ? 2 : 1;
+      ve = i < n ? i : n;
+      if (i < n)
+        i++;
+      if (password_name(d + ks, ke - ks))
+        add_secret(sec, d + vs, ve - vs);
+      continue;
+    }
+    vs = i;
+    while (i < n && !is_space((unsigned char)d[i]))
+      i += (d[i] == '\\' && i + 1 < n) ? 2 : 1;
+    ve = i < n ? i : n;
+    if (!password_name(d + ks, ke - ks))
+      continue;
+    add_secret(sec, d + vs, ve - vs);
+    first = ve;
+    /* Words after it up to the next keyword= are the rest of a password
+     * left unquoted ("password=two words host=db"). */
+    w = ve;
+    for (;;) {
+      while (w < n && is_space((unsigned char)d[w]))
+        w++;
+      if (w >= n)
+        break;
+      for (we = w; we < n && !is_space((unsigned char)d[we]) && d[we] != '=';
+           we++)
+        ;
+      if (keyword_like(d + w, we - w)) {
+        size_t x = we;
+        while (x < n && is_space((unsigned char)d[x]))
+          x++;
+        if (x < n && d[x] == '=')
+          break;
+      }
+      while (we < n && !is_space((unsigned char)d[we]))
+        we++;
+      ve = w = we;
+    }
+    if (ve > first)
+      add_secret(sec, d + vs, ve - vs);
+    i = ve;
+  }
+}
+
+static void find_secrets(const char *d, size_t n, secrets_t *sec) {
+  size_t a = 0, k;
+  sec->count = 0;
+  while (a < n && is_space((unsigned char)d[a]))
+    a++;
+  for (k = a;
+       k < n && (IS_ALNUM_(d[k]) || d[k] == '+' || d[k] == '.' || d[k] == '-');
+       k++)
+    ;
+  if (k > a && STARTS(d, n, k, "://"))
+    uri_secrets(d, n, k + 3, sec);
+  else /* also a DSN without any '=': its words are bare words */
+    kv_secrets(d, n, sec);
+}
+
+/* Does s[0..n) hold q[0..m)? */
+static int holds(const char *s, size_t n, const char *q, size_t m) {
+  size_t i;
+  if (m > n)
+    return 0;
+  for (i = 0; i + m <= n; i++)
+    if (memcmp(s + i, q, m) == 0)
+      return 1;
+  return 0;
+}
+
+/* Is the quoted piece q[0..m) part of a secret, or does it start with a
+ * secret's end or end with a secret's start (MIN_OVERLAP bytes or more)?
+ * A shorter piece only when it is the whole secret: `role "u"` stays when
+ * the password holds a 'u'. */
+static int quoted_secret(const secrets_t *sec, const char *q, size_t m) {
+  size_t j, l;
+  for (j = 0; j < sec->count; j++) {
+    const char *p = sec->p[j];
+    size_t n = sec->n[j];
+    if ((m >= MIN_OVERLAP || m == n) && holds(p, n, q, m))
+      return 1;
+    for (l = MIN_OVERLAP; l <= n && l <= m; l++)
+      if (memcmp(p + n - l, q, l) == 0 || memcmp(q + m - l, p, l) == 0)
+        return 1;
+  }
+  return 0;
+}
+
+/* A secret, or a quoted piece of one, at s[i]: returns where it ends (0:
+ * none); *quoted tells it was a quoted piece ("..." or an unterminated
+ * "...), s[i] being its opening quote. A piece that is no secret sets
+ * *closing to its closing quote, which opens nothing. */
+static size_t secret_at(const secrets_t *sec, const char *s, size_t len,
+                        size_t i, int *quoted, size_t *closing) {
+  size_t j, best = 0;
+  if (s[i] == '"' && i != *closing) {
+    size_t e = i + 1;
+    while (e < len && s[e] != '"' && s[e] != '\n')
+      e++;
+    if (e > i + 1 && quoted_secret(sec, s + i + 1, e - i - 1)) {
+      *quoted = 1;
+      return e < len && s[e] == '"' ? e + 1 : e;
+    }
+    *closing = e;
+  }
+  for (j = 0; j < sec->count; j++)
+    if (sec->n[j] >= MIN_OVERLAP && sec->n[j] > best && len - i >= sec->n[j] &&
+        memcmp(s + i, sec->p[j], sec->n[j]) == 0)
+      best = sec->n[j];
+  *quoted = 0;
+  return best ? i + best : 0;
+}
+
+static size_t scrub(const char *s, size_t len, const secrets_t *sec, char *out,
+                    size_t cap) {
   sink_t o = {out, cap, 0};
-  size_t i = 0, run = 0, k, r;
+  size_t i = 0, run = 0, k, r, closing = (size_t)-1;
+  int quoted;
   /* Text between rewrites is copied in runs (s[run..i) is pending). */
   while (i < len) {
     unsigned char c = (unsigned char)s[i];
+    if (sec != NULL &&
+        (r = secret_at(sec, s, len, i, &quoted, &closing)) != 0) {
+      put(&o, s + run, i - run);
+      if (quoted)
+        put(&o, "\"***\"", s[r - 1] == '"' ? 5 : 4);
+      else
+        put(&o, "***", 3);
+      i = run = r;
+      continue;
+    }
     if (!(CLASS[c] & C_TRIG)) {
       i++;
       continue;
@@ -394,13 +713,25 @@ size_t mnemo_scrub(const char *s, size_t len, char *out, size_t cap) {
           continue;
         }
       }
-      i = k;
+      /* With secrets to find, every position is looked at. */
+      i = sec != NULL ? i + 1 : k;
       continue;
     }
     i++;
   }
   put(&o, s + run, len - run);
   return o.n;
+}
+
+size_t mnemo_scrub(const char *s, size_t len, char *out, size_t cap) {
+  return scrub(s, len, NULL, out, cap);
+}
+
+size_t mnemo_scrub_dsn(const char *s, size_t len, const char *dsn,
+                       size_t dsn_len, char *out, size_t cap) {
+  secrets_t sec;
+  find_secrets(dsn, dsn_len, &sec);
+  return scrub(s, len, sec.count > 0 ? &sec : NULL, out, cap);
 }
 
 /* ---- growable buffer (for JSON) ---- */

@@ -4,13 +4,13 @@
  *
  * mnemo_error_record() is the one entry point. It scrubs the message
  * (mnemo_scrub: home directories, DSN passwords, bearer tokens, key=value
- * secrets), then either adds one occurrence to an identical event of the
- * same aggregation window (same severity, category, service, operation,
- * error_type, scrubbed message and context repository: the repository is
- * part of the identity so that statistics per repository stay true) or
- * appends a new entry. Nothing else happens on the caller's path: no I/O,
- * no clock read (the caller passes the wall-clock time), at most one
- * allocation for a new entry and none for an aggregated one.
+ * secrets; mnemo_scrub_dsn adds the pieces of a known DSN), then either adds
+ * one occurrence to an identical event of the same aggregation window (same
+ * severity, category, service, operation, error_type, scrubbed message and
+ * context repository: the repository is part of the identity so that statistics
+ * per repository stay true) or appends a new entry. Nothing else happens on the
+ * caller's path: no I/O, no clock read (the caller passes the wall-clock time),
+ * at most one allocation for a new entry and none for an aggregated one.
  *
  * The queue is bounded by entry count (`capacity`) and by bytes
  * (`max_bytes`); when either is exceeded the OLDEST entries are dropped
@@ -74,10 +74,28 @@ const char *mnemo_error_category_list(void);
  * The scrubbed text is never longer than 3 * len. Idempotent.
  *   /home/USER/...  /Users/USER/...  /root/...   -> ~/...
  *   scheme://user:SECRET@host                    -> scheme://user:***@host
+ *   scheme://user:SECRET (no '@', not a port), scheme://user:SE/CRET@host
+ *                                                -> scheme://user:***...
  *   Bearer TOKEN                                 -> Bearer ***
  *   password=V passwd=V secret=V token=V key=V (also api_key, access_token,
- *   "password": "V", password='V V', ...)        -> NAME=*** */
+ *   "password": "V", password='V V', PASSWORD = V, ?password=V, ...)
+ *                                                -> NAME=***
+ *   password=TWO WORDS host=db (unquoted, a name= after it)
+ *                                                -> password=*** host=db */
 size_t mnemo_scrub(const char *in, size_t len, char *out, size_t cap);
+
+/* mnemo_scrub, knowing the connection string the text is about (libpq's
+ * errors). Every span of dsn that may hold a password is masked where it
+ * occurs in the text (3 bytes or more): the userinfo and ?password= of a
+ * URI, even a malformed one; password= values of name=value, with the
+ * words of an unquoted one; bare words (also of a DSN that is neither)
+ * unless they look like a keyword (lower-case letters and '_'). So is any
+ * double-quoted piece of the text that is part of such a span, starts with
+ * its end or ends with its start: libpq quotes the piece it could not use
+ * (`invalid integer value "S3c" for connection option "port"` for the
+ * password "S3c/ret"). Same contract as mnemo_scrub. */
+size_t mnemo_scrub_dsn(const char *in, size_t len, const char *dsn,
+                       size_t dsn_len, char *out, size_t cap);
 
 /* A string by pointer and length (Lua strings may hold NULs); s == NULL
  * means absent. */

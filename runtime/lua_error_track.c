@@ -13,7 +13,7 @@
  *   error_counters() -> { recorded, aggregated, dropped, flushed, ... }
  *   error_pending(since_epoch_seconds) -> { CRITICAL = n, ... }
  *   error_peek(max) -> { {severity, ..., count}, ... }  (queued, oldest first)
- *   error_scrub(text) -> text
+ *   error_scrub(text [, dsn]) -> text   (mnemo_scrub, or mnemo_scrub_dsn)
  *   error_wall_time() -> seconds since the epoch (the clock events get)
  *   error_clear()    the queue emptied, the counters zeroed (tests) */
 #include <lauxlib.h>
@@ -406,12 +406,21 @@ static int l_peek(lua_State *L) {
   return 1;
 }
 
+/* error_scrub(text [, dsn]): with dsn, mnemo_scrub_dsn (a message about
+ * that connection string). */
+static size_t scrub_into(const char *s, size_t n, const char *dsn, size_t dsn_n,
+                         char *out, size_t cap) {
+  return dsn != NULL ? mnemo_scrub_dsn(s, n, dsn, dsn_n, out, cap)
+                     : mnemo_scrub(s, n, out, cap);
+}
+
 static int l_scrub(lua_State *L) {
-  size_t n, out_n;
+  size_t n, out_n, dsn_n = 0;
   const char *s = luaL_checklstring(L, 1, &n);
+  const char *dsn = luaL_optlstring(L, 2, NULL, &dsn_n);
   luaL_Buffer b;
   char small[512];
-  out_n = mnemo_scrub(s, n, small, sizeof(small));
+  out_n = scrub_into(s, n, dsn, dsn_n, small, sizeof(small));
   if (out_n <= sizeof(small)) {
     lua_pushlstring(L, small, out_n);
     return 1;
@@ -420,7 +429,7 @@ static int l_scrub(lua_State *L) {
     char *big = malloc(out_n);
     if (big == NULL)
       return luaL_error(L, "scrub: out of memory");
-    mnemo_scrub(s, n, big, out_n);
+    scrub_into(s, n, dsn, dsn_n, big, out_n);
     luaL_buffinit(L, &b);
     luaL_addlstring(&b, big, out_n);
     free(big);

@@ -55,7 +55,11 @@ static void on_connect(mnemo_pg_conn_t *conn, int status) {
   } else {
     lua_pushnil(L);
     lua_pushstring(L, conn->error);
-    call_back(p, L, 2);
+    if (conn->timed_out)
+      lua_pushliteral(L, "timeout");
+    else
+      lua_pushnil(L);
+    call_back(p, L, 3);
   }
 }
 
@@ -142,13 +146,24 @@ static void on_result(mnemo_pg_conn_t *conn, PGresult *result) {
   }
 }
 
-/* pg_connect(dsn, cb) -> conn | nil, err; later cb(true) | cb(nil, err) */
+/* pg_connect(dsn, cb [, timeout_seconds]) -> conn | nil, err;
+ * later cb(true) | cb(nil, err, "timeout" | nil). The connect's deadline
+ * is timeout_seconds (default MNEMO_PG_CONNECT_TIMEOUT_MS). */
 static int l_connect(lua_State *L) {
   mnemo_rt_t *rt = mnemo_rt_get(L);
   const char *dsn = luaL_checkstring(L, 1);
+  double seconds = luaL_optnumber(L, 3, 0);
+  uint64_t timeout_ms = 0;
   lua_pg_t *p;
   lua_pg_t **box;
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!(seconds >= 0) || seconds > 1e9)
+    return luaL_argerror(L, 3, "expected a number of seconds >= 0");
+  if (seconds > 0) {
+    timeout_ms = (uint64_t)(seconds * 1000.0 + 0.5);
+    if (timeout_ms == 0)
+      timeout_ms = 1;
+  }
   p = calloc(1, sizeof(*p));
   if (p == NULL)
     return luaL_error(L, "pg: out of memory");
@@ -158,7 +173,7 @@ static int l_connect(lua_State *L) {
   *box = p;
   luaL_getmetatable(L, pg_mt);
   lua_setmetatable(L, -2);
-  if (mnemo_pg_connect(rt->loop, &p->conn, dsn, on_connect) != 0) {
+  if (mnemo_pg_connect(rt->loop, &p->conn, dsn, timeout_ms, on_connect) != 0) {
     lua_pushnil(L);
     lua_pushstring(L, p->conn.error);
     p->closed = 1;

@@ -2,11 +2,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #define CONN_OF(handle) ((mnemo_pg_conn_t *)(handle))
+
+static mnemo_pg_conn_t *conn_of_timer(void *timer) {
+  return (mnemo_pg_conn_t *)((char *)timer - offsetof(mnemo_pg_conn_t, timer));
+}
 
 static void on_poll(uv_poll_t *handle, int status, int events);
 
@@ -73,11 +78,29 @@ static int watch(mnemo_pg_conn_t *conn, int events) {
   return 0;
 }
 
+static void stop_deadline(mnemo_pg_conn_t *conn) {
+  if (conn->timer_active)
+    uv_timer_stop(&conn->timer);
+}
+
 static void fail_connect(mnemo_pg_conn_t *conn) {
   conn->state = MNEMO_PG_CLOSED;
   if (conn->poll_active)
     uv_poll_stop(&conn->poll);
+  stop_deadline(conn);
   conn->on_connect(conn, -1);
+}
+
+/* The connect deadline: libpq is left where it is (its socket is closed
+ * by mnemo_pg_close, which the callback's owner calls after a failure). */
+static void on_connect_timeout(uv_timer_t *timer) {
+  mnemo_pg_conn_t *conn = conn_of_timer(timer);
+  if (conn->state != MNEMO_PG_CONNECTING)
+    return;
+  conn->timed_out = 1;
+  snprintf(conn->error, sizeof(conn->error), "timed out after %g s",
+           (double)conn->connect_timeout_ms / 1000.0);
+  fail_connect(conn);
 }
 
 /* NOTICEs ("relation already exists, skipping") are not errors, and
@@ -98,6 +121,7 @@ static void continue_connect(mnemo_pg_conn_t *conn) {
       fail_connect(conn);
     return;
   case PGRES_POLLING_OK:
+    stop_deadline(conn);
     conn->state = MNEMO_PG_IDLE;
     PQsetNoticeProcessor(conn->pg, ignore_notice, NULL);
     if (PQsetnonblocking(conn->pg, 1) != 0) {
@@ -193,10 +217,13 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 int mnemo_pg_connect(uv_loop_t *loop, mnemo_pg_conn_t *conn, const char *dsn,
-                     mnemo_pg_connect_cb cb) {
+                     uint64_t timeout_ms, mnemo_pg_connect_cb cb) {
+  int rc;
   memset(conn, 0, sizeof(*conn));
   conn->loop = loop;
   conn->on_connect = cb;
+  conn->connect_timeout_ms =
+      timeout_ms > 0 ? timeout_ms : MNEMO_PG_CONNECT_TIMEOUT_MS;
   conn->pg = PQconnectStart(dsn);
   if (conn->pg == NULL) {
     snprintf(conn->error, sizeof(conn->error), "out of memory");
@@ -207,12 +234,26 @@ int mnemo_pg_connect(uv_loop_t *loop, mnemo_pg_conn_t *conn, const char *dsn,
     set_error(conn, "connection failed");
     return -1;
   }
+  rc = uv_timer_init(loop, &conn->timer);
+  if (rc != 0) {
+    snprintf(conn->error, sizeof(conn->error), "uv_timer_init: %s",
+             uv_strerror(rc));
+    return -1;
+  }
+  conn->timer.data = NULL;
+  conn->timer_active = 1;
   conn->state = MNEMO_PG_CONNECTING;
   /* The first poll is for writing, as libpq documents. */
   if (watch(conn, UV_WRITABLE) != 0) {
     conn->state = MNEMO_PG_CLOSED;
     return -1;
   }
+  /* Counted from now, not from the loop's cached time (which lags after a
+   * long iteration: the deadline would come early), and one ms more: the
+   * loop's time is whole ms, rounded down. */
+  uv_update_time(loop);
+  uv_timer_start(&conn->timer, on_connect_timeout, conn->connect_timeout_ms + 1,
+                 0);
   return 0;
 }
 
@@ -247,12 +288,20 @@ static void release(mnemo_pg_conn_t *conn) {
     conn->on_close(conn);
 }
 
-/* Our descriptor is closed only after libuv let go of it. */
+/* Our descriptor is closed only after libuv let go of it; libpq's
+ * connection is released once both handles are closed. */
 static void on_poll_closed(uv_handle_t *handle) {
   mnemo_pg_conn_t *conn = CONN_OF(handle);
   close(conn->socket);
   conn->socket = -1;
-  release(conn);
+  if (--conn->handles_open == 0)
+    release(conn);
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+  mnemo_pg_conn_t *conn = conn_of_timer(handle);
+  if (--conn->handles_open == 0)
+    release(conn);
 }
 
 void mnemo_pg_close(mnemo_pg_conn_t *conn, mnemo_pg_close_cb cb) {
@@ -264,12 +313,17 @@ void mnemo_pg_close(mnemo_pg_conn_t *conn, mnemo_pg_close_cb cb) {
     PQclear(conn->result);
     conn->result = NULL;
   }
+  conn->handles_open = conn->poll_active + conn->timer_active;
   if (conn->poll_active) {
     uv_poll_stop(&conn->poll);
     uv_close((uv_handle_t *)&conn->poll, on_poll_closed);
-  } else {
-    release(conn);
   }
+  if (conn->timer_active) {
+    uv_timer_stop(&conn->timer);
+    uv_close((uv_handle_t *)&conn->timer, on_timer_closed);
+  }
+  if (conn->handles_open == 0)
+    release(conn);
 }
 
 const char *mnemo_pg_sqlstate(const PGresult *result) {

@@ -7,6 +7,7 @@
 #define MNEMO_PG_H
 
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct mnemo_pg_conn mnemo_pg_conn_t;
@@ -27,11 +28,19 @@ enum mnemo_pg_state {
   MNEMO_PG_CLOSING
 };
 
+/* The connect deadline when the caller gives none (0). */
+#define MNEMO_PG_CONNECT_TIMEOUT_MS 10000
+
 struct mnemo_pg_conn {
-  uv_poll_t poll; /* data stays NULL (luv shares the loop) */
+  uv_poll_t poll;   /* data stays NULL (luv shares the loop) */
+  uv_timer_t timer; /* the connect deadline; data stays NULL too */
   uv_loop_t *loop;
   PGconn *pg;
   enum mnemo_pg_state state;
+  int timer_active; /* timer is initialised */
+  int timed_out;    /* the connect failed at its deadline */
+  int handles_open; /* being closed (mnemo_pg_close) */
+  uint64_t connect_timeout_ms;
   int poll_active; /* poll is initialised on `socket` */
   int socket;      /* ours: a dup of libpq's, polled (see watch in pg.c) */
   int pq_socket;   /* libpq's, to notice it changing while connecting */
@@ -45,9 +54,18 @@ struct mnemo_pg_conn {
 };
 
 /* Starts connecting (PQconnectStart). Returns 0, or -1 with conn->error
- * set (then no callback comes; call mnemo_pg_close to release). */
+ * set (then no callback comes; call mnemo_pg_close to release).
+ *
+ * The connect has a deadline of timeout_ms (0: MNEMO_PG_CONNECT_TIMEOUT_MS)
+ * on the loop's own timer: libpq's connect_timeout holds only for its
+ * blocking connects (PQconnectdb), never for PQconnectPoll, so a server
+ * that accepts the TCP connection and never answers would otherwise be
+ * waited for for ever. Past it, cb gets -1 with conn->timed_out set and
+ * conn->error "timed out after N s"; as after any failure, the caller
+ * then calls mnemo_pg_close, which closes the socket and frees libpq's
+ * connection. */
 int mnemo_pg_connect(uv_loop_t *loop, mnemo_pg_conn_t *conn, const char *dsn,
-                     mnemo_pg_connect_cb cb);
+                     uint64_t timeout_ms, mnemo_pg_connect_cb cb);
 
 /* Sends a query with text parameters (NULL entries are SQL NULL). Only in
  * the IDLE state. Returns 0, or -1 with conn->error set. */

@@ -1,7 +1,44 @@
--- Structured logging: one JSON object per line on stderr.
+-- Structured logging: one JSON object per line on stderr. String field
+-- values that could hold a secret go through the error tracker's scrubber
+-- (runtime/error_track.c: DSN passwords, tokens, key=value secrets, home
+-- directories) before they are written.
 local cjson = require "cjson.safe"
+local scrub = require("mnemo_core").error_scrub
+
+local find, type, pairs, tostring = string.find, type, pairs, tostring
 
 local _M = {}
+
+-- Every secret mnemo_scrub masks comes with an '=' or a ':' (URIs,
+-- name=value, "Authorization: Bearer", "password: x") or the word
+-- "Bearer": a value with none of them is written as it is, without a call.
+local function clean(v)
+  if find(v, "=", 1, true) or find(v, ":", 1, true) or find(v, "earer", 1, true) or find(v, "EARER", 1, true) then
+    return scrub(v)
+  end
+  return v
+end
+
+-- A table value: its string values one level down (a copy, only when one
+-- changes; the caller's table is left alone).
+local function clean_table(t)
+  local copy
+  for k, v in pairs(t) do
+    if type(v) == "string" then
+      local c = clean(v)
+      if c ~= v then
+        if not copy then
+          copy = {}
+          for k2, v2 in pairs(t) do
+            copy[k2] = v2
+          end
+        end
+        copy[k] = c
+      end
+    end
+  end
+  return copy or t
+end
 
 local levels = { debug = 10, info = 20, warn = 30, error = 40, critical = 50 }
 local threshold = levels[(os.getenv("MNEMO_LOG_LEVEL") or "info"):lower()] or 20
@@ -19,8 +56,14 @@ function _M.emit(level, event, fields)
     for k, v in pairs(fields) do
       if record[k] == nil then
         local t = type(v)
-        record[k] = (t == "table" or t == "number" or t == "string" or t == "boolean") and v
-          or tostring(v)
+        if t == "string" then
+          v = clean(v)
+        elseif t == "table" then
+          v = clean_table(v)
+        elseif t ~= "number" and t ~= "boolean" then
+          v = clean(tostring(v))
+        end
+        record[k] = v
       end
     end
   end

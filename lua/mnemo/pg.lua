@@ -7,8 +7,14 @@ local mnemo_timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
 
 local type, tostring, error, pcall, setmetatable = type, tostring, error, pcall, setmetatable
+local scrub = core.error_scrub
 
 local _M = {}
+
+-- The deadline of a connect, in seconds, when pg.connect is given none
+-- ($MNEMO_PG_CONNECT_TIMEOUT, else 10). An enclosing deadline (a guard's,
+-- a mnemo.timeout) still applies when it is shorter.
+_M.CONNECT_TIMEOUT = tonumber(os.getenv("MNEMO_PG_CONNECT_TIMEOUT") or "") or 10
 
 local Conn = {}
 Conn.__index = Conn
@@ -30,9 +36,48 @@ local function connect_error_class(message)
   return "connection"
 end
 
-local function pg_error(message, sqlstate, sql)
+-- Every message mnemo.pg returns goes through here: libpq repeats pieces
+-- of a DSN it cannot use (a password it took for a port or a host, a word
+-- of an unquoted one, a value it cannot decode), and only the DSN tells
+-- they are secret (mnemo_scrub_dsn, runtime/error_track.c).
+local function scrubbed(message, dsn)
+  message = tostring(message)
+  if type(dsn) == "string" and dsn ~= "" then
+    return scrub(message, dsn)
+  end
+  return scrub(message)
+end
+
+-- The DSN as it may be shown: scrubbed of its own secrets.
+local function shown(dsn)
+  return scrub(dsn, dsn)
+end
+
+local function pg_error(message, sqlstate, sql, dsn)
   local kind = sqlstate and errors.class_from_sqlstate(sqlstate) or "connection"
-  return errors.new(kind, "PostgreSQL: " .. message, { sqlstate = sqlstate, sql = sql })
+  return errors.new(kind, "PostgreSQL: " .. scrubbed(message, dsn), { sqlstate = sqlstate, sql = sql })
+end
+
+-- libpq's connect_timeout, added when the DSN has none. libpq applies it
+-- only to blocking connects (not to PQconnectPoll, which runtime/pg.c
+-- drives): the loop's timer is the deadline that holds; this one is for
+-- whatever libpq does synchronously. Whole seconds, at least 2 (libpq's
+-- own minimum).
+local function with_connect_timeout(dsn, seconds)
+  if dsn:find("connect_timeout", 1, true) or os.getenv("PGCONNECT_TIMEOUT") or dsn:sub(-1) == "\\" then
+    return dsn
+  end
+  local value = ("connect_timeout=%d"):format(math.max(2, math.ceil(seconds)))
+  if dsn:find("^postgres://") or dsn:find("^postgresql://") then
+    local last = dsn:sub(-1)
+    if last == "?" or last == "&" then
+      return dsn .. value
+    end
+    return dsn .. (dsn:find("?", 1, true) and "&" or "?") .. value
+  elseif dsn:find("=", 1, true) then
+    return dsn .. " " .. value
+  end
+  return dsn -- not a connection string: libpq says so, unchanged
 end
 
 -- Waits for a callback-style call; a deadline that expires meanwhile
@@ -49,9 +94,9 @@ end
 
 -- pg.connect under the policy's `db_connect` operation (timeout, retries,
 -- the database breaker); raises the classified error.
-function _M.connect_guarded(dsn)
+function _M.connect_guarded(dsn, opts)
   return require("mnemo.guard").guard("db_connect", function()
-    local c, err = _M.connect(dsn)
+    local c, err = _M.connect(dsn, opts)
     if not c then
       error(err, 0)
     end
@@ -86,15 +131,26 @@ function _M.text_array(list, n)
   return "{" .. table.concat(out, ",") .. "}"
 end
 
--- pg.connect(dsn) -> conn | nil, err   (inside a task)
-function _M.connect(dsn)
+-- pg.connect(dsn [, opts]) -> conn | nil, err   (inside a task)
+-- opts.timeout: the connect's deadline in seconds (default CONNECT_TIMEOUT);
+-- past it, nil and a `timeout` error ("connect to DSN timed out after N s",
+-- the DSN scrubbed), the half-open connection closed. An enclosing
+-- deadline that ends first raises its TimeoutError, as at any wait.
+-- Error messages never hold the DSN's password, even when libpq repeats
+-- pieces of a malformed one.
+function _M.connect(dsn, opts)
   if type(dsn) ~= "string" or dsn == "" then
     return nil, errors.new("invalid_input", "PostgreSQL: no DSN given (set MNEMO_PG_DSN)")
   end
+  local seconds = opts and opts.timeout or _M.CONNECT_TIMEOUT
+  if type(seconds) ~= "number" or not (seconds > 0) or seconds == math.huge then
+    error(("pg.connect: timeout: expected a number of seconds > 0, got %s"):format(tostring(seconds)), 2)
+  end
   local conn = setmetatable({ dsn = dsn }, Conn)
+  local conninfo = with_connect_timeout(dsn, seconds)
   local started_err
-  local ok, err = wait_on(conn, function(wake)
-    local ud, e = core.pg_connect(dsn, wake)
+  local ok, err, why = wait_on(conn, function(wake)
+    local ud, e = core.pg_connect(conninfo, wake, seconds)
     if not ud then
       started_err = e
       wake(nil, e)
@@ -103,10 +159,23 @@ function _M.connect(dsn)
     conn.ud = ud
   end)
   if not ok then
-    local message = err or started_err or "connection failed"
     if conn.ud then
       conn.ud:close()
     end
+    if why == "timeout" then
+      return nil, errors.new("timeout",
+        ("PostgreSQL: connect to %s timed out after %g s"):format(shown(dsn), seconds),
+        { operation = "pg_connect", timeout = seconds, dsn_given = true })
+    end
+    local message = err or started_err or "connection failed"
+    if conninfo ~= dsn then
+      -- libpq may quote the whole string: show the one the caller gave.
+      local at = message:find(conninfo, 1, true)
+      if at then
+        message = message:sub(1, at - 1) .. dsn .. message:sub(at + #conninfo)
+      end
+    end
+    message = scrubbed(message, dsn)
     return nil, errors.new(connect_error_class(message), "PostgreSQL: " .. message, { dsn_given = true })
   end
   return conn
@@ -138,7 +207,7 @@ function Conn:query(sql, params)
       self.ud:close()
     end
   end
-  return nil, pg_error(message or sent_err or "query failed", sqlstate, sql)
+  return nil, pg_error(message or sent_err or "query failed", sqlstate, sql, self.dsn)
 end
 
 -- Raises instead of returning nil, err.

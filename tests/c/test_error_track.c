@@ -54,6 +54,39 @@ static const char *const CASES[][2] = {
     {"password='two words' host=db", "password='***' host=db"},
     {"PGPASSWORD=abc", "PGPASSWORD=***"},
     {"sslpassword = xyz", "sslpassword = ***"},
+    /* every DSN form */
+    {"postgres://u:S3cretPW9@h/db", "postgres://u:***@h/db"},
+    {"postgresql://u:S3cr%65t%2FPW9@h:5432/db", "postgresql://u:***@h:5432/db"},
+    {"postgresql://u@h/db?sslmode=disable&password=S3cretPW9&x=1",
+     "postgresql://u@h/db?sslmode=disable&password=***&x=1"},
+    {"postgresql://u@h/db?password=S3cr%65tPW9",
+     "postgresql://u@h/db?password=***"},
+    {"host=db password='quoted value with spaces' user=u",
+     "host=db password='***' user=u"},
+    {"host=db password = S3cretPW9 user=u", "host=db password = *** user=u"},
+    {"PASSWORD=S3cretPW9 host=db", "PASSWORD=*** host=db"},
+    {"host=db dbname=x password=S3cretPW9", "host=db dbname=x password=***"},
+    {"password=S3cretPW9", "password=***"},
+    /* an unquoted value with spaces: the words up to the next name= */
+    {"host=x password=S3cret PW9 dbname=y", "host=x password=*** dbname=y"},
+    {"password=x is wrong", "password=*** is wrong"},
+    {"password=x, then", "password=***, then"},
+    /* a password with '/', '?', '#' or '@' in it, a DSN cut short */
+    {"bad: \"postgresql://u:S3c/retPW9@h/db\"",
+     "bad: \"postgresql://u:***@h/db\""},
+    {"postgresql://u:S3c?ret#PW9@h/db", "postgresql://u:***@h/db"},
+    {"postgresql://u:S3c@ret@PW9@h/db", "postgresql://u:***@h/db"},
+    {"invalid URI: \"postgresql://u:S3cretPW9\"",
+     "invalid URI: \"postgresql://u:***\""},
+    {"invalid URI: \"postgresql://u:S3cretP",
+     "invalid URI: \"postgresql://u:***"},
+    {"postgresql://u:S3c/ret", "postgresql://u:***"},
+    {"password='S3cret PW", "password='***"},
+    /* ... but a port is no password */
+    {"http://[::1]:80/x", "http://[::1]:80/x"},
+    {"postgresql://h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"},
+    {"postgresql://[::1", "postgresql://[::1"},
+    {"postgresql://h:5432", "postgresql://h:5432"},
     /* bearer tokens */
     {"Authorization: Bearer eyJhbGciOi.J9.x-_y", "Authorization: Bearer ***"},
     {"bearer abc123, then", "bearer ***, then"},
@@ -88,6 +121,118 @@ static void test_scrub_cases(void **state) {
       fail_msg("scrub(%s)\n  got      %s\n  expected %s", CASES[i][0], got,
                CASES[i][1]);
   }
+}
+
+/* A message about a DSN (libpq's own, as PostgreSQL 15's libpq words
+ * them), the DSN, what is left once scrubbed with it. */
+static const char *const DSN_CASES[][3] = {
+    /* a password with '/' read as a port, with '@' as a host */
+    {"invalid integer value \"S3c\" for connection option \"port\"",
+     "postgresql://u:S3c/retPW9@127.0.0.1/db",
+     "invalid integer value \"***\" for connection option \"port\""},
+    {"could not translate host name \"retPW9@127.0.0.1\" to address: Name "
+     "or service not known",
+     "postgresql://u:S3c@retPW9@127.0.0.1/db",
+     "could not translate host name \"***\" to address: Name or service not "
+     "known"},
+    /* a value libpq cannot decode: in the userinfo, in the query */
+    {"invalid percent-encoded token: \"S3cr%zzetPW9\"",
+     "postgresql://u:S3cr%zzetPW9@127.0.0.1/db",
+     "invalid percent-encoded token: \"***\""},
+    {"forbidden value %00 in percent-encoded value: \"S3cr%00etPW9\"",
+     "postgresql://u:S3cr%00etPW9@127.0.0.1/db",
+     "forbidden value %00 in percent-encoded value: \"***\""},
+    {"invalid percent-encoded token: \"S3cr%zzetPW9\"",
+     "postgresql://u@127.0.0.1/db?password=S3cr%zzetPW9",
+     "invalid percent-encoded token: \"***\""},
+    {"missing key/value separator \"=\" in URI query parameter: "
+     "\"S3cretPW9\"",
+     "postgresql://u@127.0.0.1/db?S3cretPW9",
+     "missing key/value separator \"=\" in URI query parameter: \"***\""},
+    /* a DSN cut short: "user:password" taken for host:port */
+    {"invalid integer value \"S3cretPW9\" for connection option \"port\"",
+     "postgresql://u:S3cretPW9",
+     "invalid integer value \"***\" for connection option \"port\""},
+    /* the whole URI quoted */
+    {"IPv6 host address may not be empty in URI: "
+     "\"postgresql://u:S3c/retPW9@[]/db\"",
+     "postgresql://u:S3c/retPW9@[]/db",
+     "IPv6 host address may not be empty in URI: \"postgresql://u:***@[]/db\""},
+    /* name=value: the words of an unquoted password, a bare word */
+    {"missing \"=\" after \"PW9\" in connection info string",
+     "host=x password=S3cret PW9 dbname=y",
+     "missing \"=\" after \"***\" in connection info string"},
+    {"invalid connection option \"PW9\"",
+     "host=x password=S3cret PW9=x dbname=y",
+     "invalid connection option \"***\""},
+    {"missing \"=\" after \"PW9\" in connection info string",
+     "host=x PASSWORD = 'S3cret' PW9",
+     "missing \"=\" after \"***\" in connection info string"},
+    {"missing \"=\" after \"S3cretPW9\" in connection info string", "S3cretPW9",
+     "missing \"=\" after \"***\" in connection info string"},
+    {"bad value S3cretPW9 here", "host=db password=S3cretPW9",
+     "bad value *** here"},
+    /* what is no secret stays */
+    {"missing \"=\" after \"nonsense\" in connection info string",
+     "nonsense dsn",
+     "missing \"=\" after \"nonsense\" in connection info string"},
+    {"missing \"=\" after \"junk\" in connection info string",
+     "host=127.0.0.1 password='S3cret PW9 x' junk",
+     "missing \"=\" after \"junk\" in connection info string"},
+    {"missing \"=\" after \"password\" in connection info string",
+     "host=x password S3cretPW9",
+     "missing \"=\" after \"password\" in connection info string"},
+    {"connection to server at \"127.0.0.1\", port 5432 failed: Connection "
+     "refused",
+     "postgresql://u:S3cretPW9@127.0.0.1:5432/db",
+     "connection to server at \"127.0.0.1\", port 5432 failed: Connection "
+     "refused"},
+    {"role \"mnemo\" does not exist", "postgresql://mnemo@127.0.0.1:5432/db",
+     "role \"mnemo\" does not exist"},
+    {"role \"u\" does not exist", "postgresql://u:us3r@127.0.0.1:5432/db",
+     "role \"u\" does not exist"},
+    {"unexpected character \"x\" at position 31 in URI (expected \":\" or "
+     "\"/\"): \"postgresql://u:S3cretPW9@[::1]x/db\"",
+     "postgresql://u:S3cretPW9@[::1]x/db",
+     "unexpected character \"x\" at position 31 in URI (expected \":\" or "
+     "\"/\"): \"postgresql://u:***@[::1]x/db\""},
+};
+
+static char *scrub_dsn(const char *in, const char *dsn) {
+  static char buf[4096];
+  size_t n =
+      mnemo_scrub_dsn(in, strlen(in), dsn, strlen(dsn), buf, sizeof(buf) - 1);
+  assert_true(n < sizeof(buf));
+  buf[n] = '\0';
+  return buf;
+}
+
+static void test_scrub_dsn_cases(void **state) {
+  size_t i;
+  char once[4096];
+  (void)state;
+  for (i = 0; i < sizeof(DSN_CASES) / sizeof(DSN_CASES[0]); i++) {
+    const char *in = DSN_CASES[i][0], *dsn = DSN_CASES[i][1];
+    const char *got = scrub_dsn(in, dsn);
+    if (strcmp(got, DSN_CASES[i][2]) != 0)
+      fail_msg("scrub_dsn(%s, %s)\n  got      %s\n  expected %s", in, dsn, got,
+               DSN_CASES[i][2]);
+    assert_true(mnemo_scrub_dsn(in, strlen(in), dsn, strlen(dsn), NULL, 0) <=
+                3 * strlen(in));
+    strcpy(once, got);
+    assert_string_equal(scrub_dsn(once, dsn), once);
+  }
+  /* The DSN itself, scrubbed with itself (what a timeout message shows). */
+  assert_string_equal(scrub_dsn("postgresql://u:S3c/retPW9@127.0.0.1:1/db",
+                                "postgresql://u:S3c/retPW9@127.0.0.1:1/db"),
+                      "postgresql://u:***@127.0.0.1:1/db");
+  assert_string_equal(scrub_dsn("host=x password=S3cret PW9 port=1",
+                                "host=x password=S3cret PW9 port=1"),
+                      "host=x password=*** port=1");
+  /* Without secrets in the DSN it is mnemo_scrub. */
+  assert_string_equal(scrub_dsn("token=abc /home/u/x", "host=db"),
+                      "token=*** ~/x");
+  assert_string_equal(scrub_dsn("a \"b\" c", ""), "a \"b\" c");
 }
 
 /* Scrubbing what is already scrubbed changes nothing, and the output is
@@ -780,6 +925,7 @@ int main(void) {
       cmocka_unit_test(test_scrub_cases),
       cmocka_unit_test(test_scrub_idempotent_and_bounded),
       cmocka_unit_test(test_scrub_cut_output),
+      cmocka_unit_test(test_scrub_dsn_cases),
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_identical_events_aggregate),
       cmocka_unit_test(test_identity),

@@ -1,6 +1,8 @@
 -- PostgreSQL on the loop, against a real server (see helpers.pg_dsn).
 local mnemo = require "mnemo"
+local uv = require "luv"
 local h = require "helpers"
+local faults = require "dsn_faults"
 local pg = mnemo.pg
 
 describe("mnemo.pg", function()
@@ -82,6 +84,94 @@ describe("mnemo.pg", function()
         assert.matches(case[3], tostring(err), 1, true)
       end
     end)
+  end)
+
+  it("never shows the password of a DSN libpq refuses, whatever its form", function()
+    mnemo.run(function()
+      for _, bad in ipairs(faults.BAD_DSNS) do
+        local conn, err = pg.connect(bad)
+        assert.is_nil(conn, bad)
+        local text = tostring(err)
+        assert.matches("^PostgreSQL: ", text, 1, false)
+        faults.assert_no_password(text, bad)
+        -- The rest of libpq's message stays.
+        assert.is_true(#text > #"PostgreSQL: connection failed: ", text)
+      end
+    end)
+    -- What the message still says.
+    mnemo.run(function()
+      local _, err = pg.connect("postgresql://mnemo:S3c/PW9@127.0.0.1/mnemo")
+      assert.equal('PostgreSQL: connection failed: invalid integer value "***" for connection option "port"',
+        tostring(err))
+      assert.equal("invalid_input", err.kind)
+      _, err = pg.connect("host=127.0.0.1 password=S3c PW9 user=mnemo")
+      assert.equal('PostgreSQL: connection failed: missing "=" after "***" in connection info string', tostring(err))
+      _, err = pg.connect("postgresql://mnemo:S3cretPW9@[::1/mnemo")
+      assert.matches('in URI: "postgresql://mnemo:***@[::1/mnemo"', tostring(err), 1, true)
+    end)
+  end)
+
+  it("gives up a connect at its deadline when the server accepts and never answers", function()
+    local hole = faults.black_hole()
+    local url = ("postgresql://mnemo:S3cretPW9@127.0.0.1:%d/mnemo"):format(hole.port)
+    mnemo.run(function()
+      local ticks = 0
+      local timer = uv.new_timer()
+      timer:start(20, 20, function()
+        ticks = ticks + 1
+      end)
+      local t0 = mnemo.now()
+      local conn, err = pg.connect(url, { timeout = 0.3 })
+      local elapsed = mnemo.now() - t0
+      assert.is_nil(conn)
+      assert.equal("timeout", err.kind)
+      assert.equal(("PostgreSQL: connect to postgresql://mnemo:***@127.0.0.1:%d/mnemo timed out after 0.3 s")
+        :format(hole.port), tostring(err))
+      assert.is_true(elapsed >= 0.3 and elapsed < 2, "elapsed " .. elapsed)
+      -- The loop went on meanwhile (15 ticks expected; a loaded machine
+      -- may run late).
+      assert.is_true(ticks >= 5, "ticks " .. ticks)
+      timer:close()
+
+      -- Without a timeout: CONNECT_TIMEOUT (10 s by default).
+      local saved = pg.CONNECT_TIMEOUT
+      pg.CONNECT_TIMEOUT = 0.2
+      local kv = ("host=127.0.0.1 port=%d user=mnemo password=S3cretPW9 dbname=mnemo"):format(hole.port)
+      t0 = mnemo.now()
+      conn, err = pg.connect(kv)
+      pg.CONNECT_TIMEOUT = saved
+      assert.is_nil(conn)
+      assert.equal(("PostgreSQL: connect to host=127.0.0.1 port=%d user=mnemo password=*** dbname=mnemo "
+        .. "timed out after 0.2 s"):format(hole.port), tostring(err))
+      assert.is_true(mnemo.now() - t0 < 2)
+
+      -- An enclosing deadline that ends first wins: its TimeoutError.
+      t0 = mnemo.now()
+      local lines, restore = h.capture_log()
+      local ok, terr = pcall(mnemo.timeout, 0.2, pg.connect, url, { timeout = 5 })
+      restore()
+      assert.equal(1, #h.events(lines, "timeout"))
+      assert.is_false(ok)
+      assert.equal("timeout", terr.kind)
+      assert.is_true(mnemo.now() - t0 < 2)
+
+      -- Every half-open connection was closed: the server saw each go.
+      local deadline = mnemo.now() + 2
+      while hole.closed_by_client < hole.accepted and mnemo.now() < deadline do
+        mnemo.sleep(0.01)
+      end
+      assert.equal(3, hole.accepted)
+      assert.equal(3, hole.closed_by_client)
+      hole.close()
+
+      -- The real server is reached as before.
+      local c = assert(pg.connect(dsn, { timeout = 5 }))
+      assert.equal(1, c:exec("SELECT 1 AS one")[1].one)
+      c:close()
+    end)
+    local ok, err = pcall(mnemo.run, pg.connect, dsn, { timeout = 0 })
+    assert.is_false(ok)
+    assert.matches("timeout: expected a number of seconds > 0", tostring(err))
   end)
 
   it("cancels a query at the deadline and drops its connection", function()
