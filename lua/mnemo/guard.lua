@@ -142,9 +142,11 @@ local function resolve(operation)
   return op
 end
 
--- One attempt: breaker admission and the per-attempt deadline (one C
--- call), a bulkhead slot, the call, then scope and breaker settled (one C
--- call). Returns ok, results... or false, err. The success path allocates
+-- One attempt: a bulkhead slot, then breaker admission and the
+-- per-attempt deadline (one C call), the call, then scope and breaker
+-- settled (one C call) and the slot given back: the documented order,
+-- retry( bulkhead( deadline_per_attempt( breaker( call ) ) ) ), as
+-- runtime/guard.c composes it. Returns ok, results... or false, err. The success path allocates
 -- nothing: the per-call context table is made only once an attempt fails.
 local attempt_begin, attempt_end = core.attempt_begin, core.attempt_end
 local IGNORED = breakers.IGNORED
@@ -190,7 +192,32 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
   return false, err
 end
 
+-- A bulkhead slot first: the wait is bounded by the bulkhead's max_wait
+-- and the caller's deadline, not by the attempt timeout, and a call in the
+-- queue holds no breaker permit (a half-open breaker's only trial would
+-- otherwise wait with it). Returns true, or false and the error; the
+-- caller's deadline running out in the queue is an error returned too, so
+-- the call is counted and tracked like any other failure.
+local function enter_bulkhead(op, s)
+  local bh = op.bulkhead
+  local ok, entered, err = pcall(bh.enter, bh, op.name)
+  if ok and entered then
+    return true
+  end
+  if ok then
+    s.bulkhead_rejections = s.bulkhead_rejections + 1
+    return false, err
+  end
+  return false, entered
+end
+
 local function attempt(op, s, attempt_no, opts, fn, ...)
+  if op.bulkhead then
+    local entered, err = enter_bulkhead(op, s)
+    if not entered then
+      return false, err
+    end
+  end
   local br = op.breaker
   local ud = br and br.ud
   local mine
@@ -207,16 +234,11 @@ local function attempt(op, s, attempt_no, opts, fn, ...)
   end
   local scope, retry_after = attempt_begin(op.timeout, op.name, ud)
   if not scope then
+    if op.bulkhead then
+      op.bulkhead.ud:leave()
+    end
     s.fast_fails = s.fast_fails + 1
     return false, errors.circuit_open(br.name, retry_after, op.name)
-  end
-  if op.bulkhead then
-    local entered, err = op.bulkhead:enter(op.name)
-    if not entered then
-      attempt_end(scope, false, true, ud)
-      s.bulkhead_rejections = s.bulkhead_rejections + 1
-      return false, err
-    end
   end
   if ud then
     mine[ud] = true

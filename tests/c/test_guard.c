@@ -314,6 +314,119 @@ static void test_bulkhead_queues_and_rejects(void **state) {
   assert_int_equal(bulkhead.active, 0);
 }
 
+/* The composition order with a bulkhead, the same three scenarios as
+ * guard_spec.lua's "queued in a bulkhead": `shared` holds one slot; the
+ * breaker is half-open with one trial. */
+typedef struct queued_fixture {
+  mnemo_breaker_t breaker;
+  mnemo_bulkhead_t shared, side;
+  mnemo_guard_policy_t plain;  /* shared bulkhead, no breaker */
+  mnemo_guard_policy_t short_; /* shared bulkhead, breaker, 0.2 s */
+  mnemo_guard_policy_t side_;  /* its own bulkhead, breaker */
+} queued_fixture_t;
+
+static void queued_setup(queued_fixture_t *f, int half_open) {
+  mnemo_breaker_config_t bcfg;
+  mnemo_bulkhead_config_t hcfg = {
+      .max_concurrent = 1, .max_queue = 5, .max_wait_ns = 0};
+  mnemo_breaker_config_default(&bcfg);
+  bcfg.failure_threshold = 1;
+  bcfg.recovery_timeout_ns = MNEMO_NS_PER_SEC;
+  assert_int_equal(
+      mnemo_breaker_init(&f->breaker, "br", &bcfg, clock_.virtual_ns), 0);
+  assert_int_equal(mnemo_bulkhead_init(&f->shared, "shared", &hcfg), 0);
+  assert_int_equal(mnemo_bulkhead_init(&f->side, "side", &hcfg), 0);
+  f->plain = policy_with(NULL, NULL);
+  f->plain.bulkhead = &f->shared;
+  f->short_ = policy_with(NULL, &f->breaker);
+  f->short_.bulkhead = &f->shared;
+  f->short_.attempt_timeout_ns = MNEMO_NS_PER_SEC / 5;
+  f->side_ = policy_with(NULL, &f->breaker);
+  f->side_.bulkhead = &f->side;
+  if (half_open) {
+    uint64_t retry_after;
+    assert_int_equal(
+        mnemo_breaker_acquire(&f->breaker, clock_.virtual_ns, &retry_after), 0);
+    mnemo_breaker_on_failure(&f->breaker, clock_.virtual_ns, 0);
+    mnemo_timers_advance(&timers, MNEMO_NS_PER_SEC);
+    assert_int_equal(mnemo_breaker_state(&f->breaker, clock_.virtual_ns),
+                     MNEMO_BREAKER_HALF_OPEN);
+  }
+}
+
+static void queued_free(queued_fixture_t *f) {
+  mnemo_breaker_free(&f->breaker);
+}
+
+static void start_later(fake_op_t *op, const mnemo_guard_policy_t *p,
+                        mnemo_deadline_t *parent) {
+  memset(op, 0, sizeof(*op));
+  op->answer_later[0] = 1;
+  mnemo_guard_start(&op->call, p, &timers, &rng, parent, NULL, attempt, done,
+                    NULL);
+}
+
+static void test_queue_time_is_not_attempt_time(void **state) {
+  queued_fixture_t f;
+  fake_op_t filler, queued;
+  (void)state;
+  queued_setup(&f, 0);
+  start_later(&filler, &f.plain, NULL);
+  start_later(&queued, &f.short_, NULL);
+  mnemo_timers_advance(&timers, MNEMO_NS_PER_SEC / 2); /* past its 0.2 s */
+  assert_int_equal(queued.done, 0);
+  assert_int_equal(queued.attempts_seen, 0);
+  mnemo_guard_attempt_done(&filler.call, 0, MNEMO_EC_UNKNOWN, 0);
+  assert_int_equal(queued.attempts_seen, 1); /* now its attempt starts */
+  mnemo_timers_advance(&timers, MNEMO_NS_PER_SEC / 10);
+  mnemo_guard_attempt_done(&queued.call, 0, MNEMO_EC_UNKNOWN, 0);
+  assert_int_equal(queued.done_status, 0);
+  queued_free(&f);
+}
+
+static void test_queued_call_holds_no_trial(void **state) {
+  queued_fixture_t f;
+  fake_op_t filler, queued, side;
+  (void)state;
+  queued_setup(&f, 1);
+  start_later(&filler, &f.plain, NULL);
+  start_later(&queued, &f.short_, NULL);
+  start_later(&side, &f.side_, NULL); /* gets the trial */
+  assert_int_equal(side.attempts_seen, 1);
+  mnemo_guard_attempt_done(&side.call, 0, MNEMO_EC_UNKNOWN, 0);
+  assert_int_equal(side.done_status, 0);
+  assert_int_equal(mnemo_breaker_state(&f.breaker, clock_.virtual_ns),
+                   MNEMO_BREAKER_CLOSED);
+  mnemo_guard_attempt_done(&filler.call, 0, MNEMO_EC_UNKNOWN, 0);
+  mnemo_guard_attempt_done(&queued.call, 0, MNEMO_EC_UNKNOWN, 0);
+  assert_int_equal(queued.done_status, 0);
+  queued_free(&f);
+}
+
+static void test_deadline_in_queue_leaves_nothing(void **state) {
+  queued_fixture_t f;
+  fake_op_t filler, queued, side;
+  mnemo_deadline_t caller;
+  (void)state;
+  queued_setup(&f, 1);
+  start_later(&filler, &f.plain, NULL);
+  mnemo_deadline_enter(&caller, &timers, NULL, 3 * MNEMO_NS_PER_SEC / 10, NULL,
+                       NULL);
+  start_later(&queued, &f.short_, &caller);
+  mnemo_timers_advance(&timers, 3 * MNEMO_NS_PER_SEC / 10);
+  assert_int_equal(queued.done, 1);
+  assert_int_equal(queued.done_status, MNEMO_ETIMEDOUT);
+  mnemo_deadline_leave(&caller);
+  assert_int_equal(f.shared.queued, 0);
+  start_later(&side, &f.side_, NULL); /* the trial is free */
+  assert_int_equal(side.attempts_seen, 1);
+  mnemo_guard_attempt_done(&side.call, 0, MNEMO_EC_UNKNOWN, 0);
+  assert_int_equal(mnemo_breaker_state(&f.breaker, clock_.virtual_ns),
+                   MNEMO_BREAKER_CLOSED);
+  mnemo_guard_attempt_done(&filler.call, 0, MNEMO_EC_UNKNOWN, 0);
+  queued_free(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sync_success_touches_no_timer, setup,
@@ -336,6 +449,12 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_bulkhead_queues_and_rejects, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_queue_time_is_not_attempt_time,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queued_call_holds_no_trial, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_deadline_in_queue_leaves_nothing,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests_name("guard", tests, NULL, NULL);
 }

@@ -725,3 +725,120 @@ describe("operation deadline", function()
     assert.equal(op .. " (all attempts)", box.result[2].operation)
   end)
 end)
+
+-- The composition order, retry( bulkhead( deadline_per_attempt( breaker(
+-- call ) ) ) ): a call queued for a bulkhead slot neither burns its attempt
+-- timeout nor holds a half-open trial, and one whose deadline runs out in
+-- the queue leaves nothing behind. tests/c/test_guard.c runs the same three
+-- scenarios through the C guard.
+describe("mnemo.guard, queued in a bulkhead", function()
+  local lines, restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  -- Operations on one breaker `br`: `slow` (attempt timeout 1 s) and
+  -- `short` (0.2 s) share bulkhead `bh` (1 slot) with `plain` (no
+  -- breaker); `side` has a bulkhead of its own. With half_open, the breaker
+  -- is made half-open (one trial).
+  local function setup_ops(half_open)
+    local br, bh = uniq("br"), uniq("bh")
+    local ops = { slow = uniq("slow"), short = uniq("short"), side = uniq("side"), plain = uniq("plain") }
+    mnemo.configure {
+      timeouts = { default = 30 },
+      breakers = { [br] = { failure_threshold = 1, recovery_timeout = 1, half_open_max_calls = 1 } },
+      bulkheads = { [bh] = { max_concurrent = 1, max_queue = 5, max_wait = 10 },
+        [bh .. "_side"] = { max_concurrent = 1, max_queue = 5, max_wait = 10 } },
+      operations = {
+        [ops.slow] = { timeout = 1, bulkhead = bh, breaker = br },
+        [ops.short] = { timeout = 0.2, bulkhead = bh, breaker = br },
+        [ops.side] = { timeout = 1, bulkhead = bh .. "_side", breaker = br },
+        [ops.plain] = { timeout = 1, bulkhead = bh },
+      },
+    }
+    if half_open then
+      mnemo.run(function()
+        pcall(mnemo.guard, ops.side, failing("connection"))
+        mnemo.clock.advance(1)
+      end)
+      assert.equal("half_open", mnemo.breaker.get(br):state())
+    end
+    return ops, mnemo.breaker.get(br)
+  end
+
+  it("does not count queue time against the attempt timeout", function()
+    local ops = setup_ops(false)
+    local boxes = mnemo.run(function()
+      local a = start(mnemo.guard, ops.slow, function()
+        mnemo.sleep(0.5)
+        return "a"
+      end)
+      local b = start(mnemo.guard, ops.short, function()
+        mnemo.sleep(0.1)
+        return "b"
+      end)
+      mnemo.clock.advance(0.3) -- past b's 0.2 s, while it waits
+      mnemo.clock.advance(0.2) -- a is done, b runs
+      mnemo.clock.advance(0.1)
+      return { a, b }
+    end)
+    assert.same({ true, "a" }, boxes[1].result)
+    assert.same({ true, "b" }, boxes[2].result, "queued 0.5 s, then ran 0.1 s of its 0.2 s")
+  end)
+
+  it("does not hold the half-open trial while queued", function()
+    local ops, br = setup_ops(true)
+    local boxes = mnemo.run(function()
+      -- the shared bulkhead is busy with a call that has no breaker...
+      local filler = start(mnemo.guard, ops.plain, function()
+        mnemo.sleep(0.5)
+        return "filler"
+      end)
+      local queued = start(mnemo.guard, ops.short, function() return "queued" end)
+      -- ...so a call on the breaker admitted elsewhere gets the trial
+      local side = start(mnemo.guard, ops.side, function()
+        mnemo.sleep(0.1)
+        return "side"
+      end)
+      mnemo.clock.advance(0.1)
+      assert.equal("closed", br:state(), "the side call's trial closed the breaker")
+      mnemo.clock.advance(0.4)
+      return { filler, queued, side }
+    end)
+    assert.same({ true, "filler" }, boxes[1].result)
+    assert.same({ true, "queued" }, boxes[2].result, "admitted once the filler was done")
+    assert.same({ true, "side" }, boxes[3].result)
+  end)
+
+  it("leaves nothing behind when the caller's deadline runs out in the queue", function()
+    local ops, br = setup_ops(true)
+    local boxes = mnemo.run(function()
+      local filler = start(mnemo.guard, ops.plain, function()
+        mnemo.sleep(0.9)
+        return "filler"
+      end)
+      local queued = start(function()
+        local ok, err = pcall(mnemo.timeout, 0.3, mnemo.guard, ops.short, function() return "never" end)
+        -- the expired deadline is not left on the task: it can sleep again
+        local slept = pcall(mnemo.sleep, 0.1)
+        return ok, err and err.kind, slept
+      end)
+      mnemo.clock.advance(0.3)
+      mnemo.clock.advance(0.1)
+      -- the queued call gave back nothing it did not hold: the half-open
+      -- breaker's trial goes to the next call, which closes it
+      local after = start(mnemo.guard, ops.side, function() return "side" end)
+      mnemo.clock.advance(0.5)
+      return { filler, queued, after }
+    end)
+    assert.same({ true, "filler" }, boxes[1].result)
+    assert.same({ true, false, "timeout", true }, boxes[2].result)
+    assert.same({ true, "side" }, boxes[3].result)
+    assert.equal("closed", br:state())
+  end)
+end)
