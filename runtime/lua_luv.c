@@ -3,14 +3,9 @@
  * luv assumes every handle on its loop is its own (handle->data points at
  * a luv_handle_t). mnemo's own handles keep data == NULL, and this file
  * gives luv a `walk` that skips them, plus the host's "close every luv
- * handle while the Lua state is still alive" step for shutdown.
- *
- * luv 1.44's `constants` lack O_NOFOLLOW, which uv.fs_open accepts as part
- * of an integer flags argument; the patch adds it (its value differs
- * between architectures, so it cannot be written in Lua). */
+ * handle while the Lua state is still alive" step for shutdown. */
 #include "lua_luv.h"
 
-#include <fcntl.h>
 #include <lauxlib.h>
 #include <luv/luv.h>
 #include <luv/lhandle.h>
@@ -48,25 +43,10 @@ static int safe_walk(lua_State *L) {
   return 0;
 }
 
-/* Sets constants[name] = value unless luv has it already. */
-static void add_constant(lua_State *L, int constants, const char *name,
-                         int value) {
-  lua_getfield(L, constants, name);
-  if (lua_isnil(L, -1)) {
-    lua_pushinteger(L, value);
-    lua_setfield(L, constants, name);
-  }
-  lua_pop(L, 1);
-}
-
 void mnemo_luv_patch(lua_State *L, int luv_index) {
   luv_index = luv_index < 0 ? lua_gettop(L) + luv_index + 1 : luv_index;
   lua_pushcfunction(L, safe_walk);
   lua_setfield(L, luv_index, "walk");
-  lua_getfield(L, luv_index, "constants");
-  if (lua_istable(L, -1))
-    add_constant(L, lua_gettop(L), "O_NOFOLLOW", O_NOFOLLOW);
-  lua_pop(L, 1);
 }
 
 int mnemo_luv_open(lua_State *L) {

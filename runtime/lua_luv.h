@@ -8,8 +8,7 @@
 int mnemo_luv_open(lua_State *L);
 
 /* Replaces the module table's `walk` (at luv_index) with one that skips
- * mnemo's handles, which luv's own walk would crash on, and adds the open
- * flags luv's `constants` lack (O_NOFOLLOW). */
+ * mnemo's handles, which luv's own walk would crash on. */
 void mnemo_luv_patch(lua_State *L, int luv_index);
 
 /* Calls :close() on every open luv handle; 0, or -1 if one raised. */

@@ -103,10 +103,8 @@ end
 -- and at most what the walk saw plus GROWTH_BOUND (never more than
 -- max_bytes) is read. Returns the text, or nil and the reason.
 function _M.read_file(file, max_bytes)
-  local c = uv.constants
-  -- O_NOFOLLOW is added to luv's constants by mnemo_core (lua_luv.c).
-  local nofollow = assert(c.O_NOFOLLOW, "mnemo: luv's constants lack O_NOFOLLOW")
-  local flags = bit.bor(c.O_RDONLY, c.O_NONBLOCK, c.O_NOCTTY, nofollow)
+  local c = core.open_flags
+  local flags = bit.bor(c.O_RDONLY, c.O_NONBLOCK, c.O_NOCTTY, c.O_NOFOLLOW)
   local err, fd = await_fs(uv.fs_open, file.real or file.path, flags, 0)
   if err or not fd then
     return nil, fs_reason(err)

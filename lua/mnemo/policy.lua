@@ -56,7 +56,7 @@ local hash = core.hash
 -- max_bytes. Inside a task the calls go to the uv thread pool and the loop
 -- goes on meanwhile; outside one (a plain script, a test) they are made
 -- directly, which is bounded for a regular file of limited size.
-local O_NONBLOCK = uv.constants.O_NONBLOCK or 2048
+local O_NONBLOCK = core.open_flags.O_NONBLOCK
 
 local function fs(fn, ...)
   if not core.in_task() then
