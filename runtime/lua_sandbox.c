@@ -156,6 +156,10 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
+int mnemo_sandbox_running(lua_State *L) {
+  return current_run(L) != NULL;
+}
+
 uint64_t mnemo_sandbox_steps_left(lua_State *L) {
   sandbox_run_t *run = current_run(L);
   if (run == NULL)

@@ -37,6 +37,12 @@ uint64_t mnemo_sandbox_steps_left(lua_State *L);
  * run: does nothing. */
 void mnemo_sandbox_charge(lua_State *L, uint64_t steps);
 
+/* True while a sandbox run is in progress. A task must not park inside
+ * one: the run's lua_pcall is a C boundary the yield cannot cross, and a
+ * wait armed before the failed yield would later resume a task that has
+ * moved on. */
+int mnemo_sandbox_running(lua_State *L);
+
 /* Adds the sandbox functions to the module table on top of the stack. */
 void mnemo_open_sandbox(lua_State *L);
 

@@ -24,6 +24,7 @@
 #include "breaker.h"
 #include "lua_mnemo.h"
 #include "lua_runtime.h"
+#include "lua_sandbox.h"
 
 typedef struct scope scope_t;
 typedef struct task_state task_state_t;
@@ -274,8 +275,13 @@ static int in_task(lua_State *L, mnemo_rt_t *rt) {
 /* Parks the running task on w (already on the stack at index 1..), or
  * returns (nil, TimeoutError) at once if its scope has expired. */
 static int park(lua_State *L, wait_t *w, uint64_t sleep_ns) {
-  task_state_t *task = task_get(L);
-  scope_t *expired = expired_scope(task);
+  task_state_t *task;
+  scope_t *expired;
+  if (mnemo_sandbox_running(L))
+    return luaL_error(L, "mnemo: cannot wait inside a sandboxed call "
+                         "(hooks and policies run to completion)");
+  task = task_get(L);
+  expired = expired_scope(task);
   if (expired != NULL) {
     lua_pushnil(L);
     push_timeout_error(L, expired);
