@@ -51,15 +51,47 @@ local STRING_ALL = { "byte", "char", "format", "len", "lower", "rep", "reverse",
   "match", "gmatch", "gsub" }
 
 -- table.foreach/foreachi call back into Lua from C for every element (the
--- C-stack path); sort is kept: LuaJIT checks its recursion.
+-- C-stack path); sort is kept, its nesting bounded (below).
 local TABLE_FUNCTIONS = { "concat", "insert", "maxn", "remove", "sort" }
 local MATH_FUNCTIONS = { "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "deg", "exp", "floor",
   "fmod", "frexp", "huge", "ldexp", "log", "log10", "max", "min", "modf", "pi", "pow", "rad", "random", "sin",
   "sinh", "sqrt", "tan", "tanh" }
 
+-- C functions that call back into Lua (string.format and tostring run
+-- __tostring, table.sort its comparator) nest a C frame per level: a
+-- __tostring that formats itself went 20,000 levels deep before LuaJIT's
+-- Lua-stack limit stopped it (a second of unwinding, most of the C stack).
+-- Their nesting is counted and bounded; the count is the run's (reset by
+-- _M.call) and put back by the sandbox's pcall, which an error skips to.
+_M.MAX_C_DEPTH = 100
+local c_depth = 0
+local string_format = string.format
+
+local function leave_c(...)
+  c_depth = c_depth - 1
+  return ...
+end
+
+local function through_c(fn, name)
+  return function(...)
+    if c_depth >= _M.MAX_C_DEPTH then
+      -- string.format itself: strings' methods are the wrapped ones here
+      error(string_format("%s: calls nested more than %d deep through string.format, tostring and table.sort",
+        name, _M.MAX_C_DEPTH), 2)
+    end
+    c_depth = c_depth + 1
+    return leave_c(fn(...))
+  end
+end
+
+local safe_format, safe_tostring = through_c(string.format, "format"), through_c(tostring, "tostring")
+local safe_sort = through_c(table.sort, "sort")
+safe_string.format = safe_format
+
 -- pcall and xpcall that cannot swallow an exhausted budget or memory
 -- limit: the evaluation ends however the code nests its calls.
-local function rethrow(ok, ...)
+local function rethrow(depth, ok, ...)
+  c_depth = depth
   if not ok and exhausted() then
     error((...), 0)
   end
@@ -67,13 +99,13 @@ local function rethrow(ok, ...)
 end
 
 local function safe_pcall(fn, ...)
-  return rethrow(pcall(fn, ...))
+  return rethrow(c_depth, pcall(fn, ...))
 end
 
 -- The handler is skipped once the run is exhausted: it is policy code,
 -- and would only raise again.
 local function safe_xpcall(fn, handler)
-  return rethrow(xpcall(fn, function(e)
+  return rethrow(c_depth, xpcall(fn, function(e)
     if exhausted() then
       return e
     end
@@ -90,9 +122,9 @@ local function safe_getmetatable(v)
 end
 
 if jit then
-  jit.off(rethrow)
-  jit.off(safe_pcall)
-  jit.off(safe_xpcall)
+  for _, fn in ipairs { rethrow, safe_pcall, safe_xpcall, leave_c, safe_format, safe_tostring, safe_sort } do
+    jit.off(fn)
+  end
 end
 
 -- Environments made here, to tell sandboxed functions from host ones
@@ -105,11 +137,12 @@ function _M.environment()
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
     pcall = safe_pcall, xpcall = safe_xpcall, select = select, tonumber = tonumber,
-    tostring = tostring, type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
+    tostring = safe_tostring, type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
     rawset = rawset, setmetatable = setmetatable, getmetatable = safe_getmetatable,
     math = copy(math, MATH_FUNCTIONS), string = copy(safe_string, STRING_ALL),
     table = copy(table, TABLE_FUNCTIONS),
   }
+  env.table.sort = safe_sort
   environments[env] = true
   register(env)
   return env
@@ -135,9 +168,16 @@ end
 -- results, or false and the error: "instruction budget of N exceeded",
 -- "memory limit of N MiB exceeded", or what fn raised (any value: describe
 -- it with _M.describe, never tostring).
+local function restore_depth(depth, ...)
+  c_depth = depth
+  return ...
+end
+
 function _M.call(limits, fn, ...)
   local budget, memory = limits_of(limits)
-  return sandbox_run(budget, memory, safe_string, fn, ...)
+  local depth = c_depth
+  c_depth = 0
+  return restore_depth(depth, sandbox_run(budget, memory, safe_string, fn, ...))
 end
 
 -- Compiles source as a chunk named chunkname in a fresh environment.
