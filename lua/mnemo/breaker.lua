@@ -3,7 +3,8 @@
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
-local tracking = require "mnemo.tracking"
+local error_events = require "mnemo.error_events"
+local timeout = require "mnemo.timeout"
 local hooks = require "mnemo.hooks"
 local sandbox = require "mnemo.sandbox"
 
@@ -90,7 +91,6 @@ local function start_probe(b)
     return
   end
   b.probing = true
-  local timeout = require "mnemo.timeout"
   core.spawn(function()
     while b.ud:state() == "open" do
       local ok, err = core.sleep(b.probe_interval or 5, true)
@@ -124,7 +124,7 @@ core.set_breaker_listener(function(name, from, to)
   local b = registry[name]
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
-  tracking.breaker_transition(name, from, to, b and b.config.critical)
+  error_events.breaker_transition(name, from, to, b and b.config.critical)
   if not b then
     return
   end

@@ -11,8 +11,9 @@ local bulkheads = require "mnemo.bulkhead"
 local timeout = require "mnemo.timeout"
 local hooks = require "mnemo.hooks"
 local degrade = require "mnemo.degrade"
--- Error tracking: timeouts and failed calls are recorded as events.
-local tracking = require "mnemo.tracking"
+-- Timeouts and failed calls are recorded as error events (the flusher,
+-- mnemo.tracking, runs under the guard and so sits above it).
+local error_events = require "mnemo.error_events"
 
 local type, pcall, error, select, tostring, pairs = type, pcall, error, select, tostring, pairs
 local remaining = core.remaining
@@ -183,7 +184,7 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
   s.timeouts = s.timeouts + 1
   log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
     attempt = attempt_no, context = opts and opts.context })
-  tracking.guard_timeout(op, timeout, attempt_no, opts)
+  error_events.guard_timeout(op, timeout, attempt_no, opts)
   if ok or (type(err) == "table" and err.kind == "timeout") then
     -- Our own deadline: report it as ours (a success that overran it
     -- without yielding is a timeout too).
@@ -363,7 +364,7 @@ local function fail(op, s, attempts, opts, err)
     if log.enabled("info") then
       log.emit("info", "fallback", { operation = op.name, error = tostring(err) })
     end
-    tracking.guard_failure(op, err, attempts, true, opts)
+    error_events.guard_failure(op, err, attempts, true, opts)
     return fallback(err, { operation = op.name, attempts = attempts })
   end
   if op.fallback then
@@ -373,11 +374,11 @@ local function fail(op, s, attempts, opts, err)
       { operation = op.name, attempts = attempts })
     if ok then
       s.fallbacks = s.fallbacks + 1
-      tracking.guard_failure(op, err, attempts, true, opts)
+      error_events.guard_failure(op, err, attempts, true, opts)
       return value
     end
   end
-  tracking.guard_failure(op, err, attempts, false, opts)
+  error_events.guard_failure(op, err, attempts, false, opts)
   error(err, 0)
 end
 

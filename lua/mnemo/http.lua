@@ -456,11 +456,11 @@ end
 -- it would have run without --serve (same `...` and `arg`). The server
 -- keeps the process up after the script until SIGINT or SIGTERM.
 function _M.serve_main(addr, mode, target, ...)
-  require "mnemo" -- registers the runtime's routes (mnemo.monitor)
+  local mnemo = require "mnemo" -- entry point, not a dependency: the program (it requires mnemo.http) and its routes
   local dsn = os.getenv("MNEMO_PG_DSN")
   if dsn and dsn ~= "" then
     -- Errors recorded while serving reach error_logs (and the dashboard).
-    require("mnemo.tracking").start { dsn = dsn }
+    mnemo.tracking.start { dsn = dsn }
   end
   local server, err = _M.serve{ addr = addr }
   if not server then

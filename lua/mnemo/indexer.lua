@@ -15,6 +15,9 @@ local degrade = require "mnemo.degrade"
 local embed = require "mnemo.embed"
 local backfill = require "mnemo.backfill"
 local breaker = require "mnemo.breaker"
+local mnemo_cache = require "mnemo.cache"
+local redis = require "mnemo.redis"
+local mnemo_chunker = require "mnemo.chunker"
 local cjson = require "cjson"
 
 local _M = {}
@@ -497,18 +500,17 @@ _M.hashing_embedder = embed.hashing
 -- The cache when none is given: L1, plus Redis when $MNEMO_REDIS_URL is
 -- set and answers (if it does not, the run goes on with L1 alone).
 local function default_cache(opts)
-  local cache = require "mnemo.cache"
-  local l1 = cache.new { max_bytes = opts.l1_bytes or 16 * 1024 * 1024 }
+  local l1 = mnemo_cache.new { max_bytes = opts.l1_bytes or 16 * 1024 * 1024 }
   local url = opts.redis_url or os.getenv("MNEMO_REDIS_URL")
   local client
   if url and url ~= "" then
     local err
-    client, err = require("mnemo.redis").connect(url)
+    client, err = redis.connect(url)
     if not client then
       log.emit("warn", "redis_unavailable", { error = tostring(err), fallback = "l1_only" })
     end
   end
-  return cache.cascade { l1 = l1, redis = client }, client
+  return mnemo_cache.cascade { l1 = l1, redis = client }, client
 end
 
 local function progress_line(run, done, total, t0)
@@ -552,7 +554,7 @@ function _M.index(opts)
     opts = opts,
     dsn = opts.dsn or os.getenv("MNEMO_PG_DSN"),
     repository = opts.repository or opts.root:match("([^/]+)/*$"),
-    chunker = opts.chunker or require("mnemo.chunker"),
+    chunker = opts.chunker or mnemo_chunker,
     embedder = opts.embedder or embed.hashing(opts.dims),
     -- Keyed by the provider's name (a model's vectors are not another's).
     embedding_cache_prefix = opts.embedder and opts.embedding_cache ~= false

@@ -19,6 +19,7 @@ local tracking = require "mnemo.tracking"
 local indexer = require "mnemo.indexer"
 local timeout = require "mnemo.timeout"
 local pg = require "mnemo.pg"
+local redis = require "mnemo.redis"
 local cjson = require "cjson"
 
 local type, pairs, ipairs, pcall, tostring, format = type, pairs, ipairs, pcall, tostring, string.format
@@ -101,7 +102,7 @@ end
 
 local function probe_redis()
   return probe(os.getenv("MNEMO_REDIS_URL"), with_client(function(url)
-    return require("mnemo.redis").connect(url, { reconnect = false })
+    return redis.connect(url, { reconnect = false })
   end, function(c)
     c:ping()
   end))

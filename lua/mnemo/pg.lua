@@ -5,6 +5,7 @@
 local core = require "mnemo_core"
 local mnemo_timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
+local guard = require "mnemo.guard"
 
 local type, tostring, error, pcall, setmetatable = type, tostring, error, pcall, setmetatable
 local scrub = core.error_scrub
@@ -95,7 +96,7 @@ end
 -- pg.connect under the policy's `db_connect` operation (timeout, retries,
 -- the database breaker); raises the classified error.
 function _M.connect_guarded(dsn, opts)
-  return require("mnemo.guard").guard("db_connect", function()
+  return guard.guard("db_connect", function()
     local c, err = _M.connect(dsn, opts)
     if not c then
       error(err, 0)

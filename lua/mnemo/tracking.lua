@@ -12,9 +12,11 @@
 -- entry with a count) and queues in a bounded queue (the oldest dropped,
 -- counted). It never does I/O and raises only on a bad argument (an
 -- unknown severity or category). The guard and the breakers record their
--- failures through guard_failure / guard_timeout / breaker_transition.
+-- failures through mnemo.error_events (guard_failure / guard_timeout /
+-- breaker_transition), which sits below the guard; this module re-exports
+-- all of it.
 --
--- This module is the rest:
+-- This module is the rest (it runs under the guard, so it sits above it):
 --   tracking.start{ dsn = ..., interval = 1 }   the flusher, a background
 --       task: batches from the queue -> one INSERT ... ON CONFLICT per batch
 --       (under the guard operation `error_flush`), retention, alert checks.
@@ -30,17 +32,20 @@
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
+local events = require "mnemo.error_events"
+local config = require "mnemo.config"
+local guard = require "mnemo.guard"
 local pg = require "mnemo.pg"
+local http = require "mnemo.http_client"
 local cjson = require "cjson.safe"
 
 local type, pairs, ipairs, tostring, tonumber, pcall, error, format, floor, min, max =
   type, pairs, ipairs, tostring, tonumber, pcall, error, string.format, math.floor, math.min, math.max
-local record = errors.record
 
 local _M = {}
 
-_M.SEVERITIES = errors.SEVERITIES
-_M.CATEGORIES = errors.CATEGORIES
+_M.SEVERITIES = events.SEVERITIES
+_M.CATEGORIES = events.CATEGORIES
 -- group_by -> the SQL expression grouped on. Only these: the parameter
 -- picks an entry here and is never put into SQL itself.
 local GROUP_BY = {
@@ -141,7 +146,6 @@ end
 -- validated like a policy (mnemo.config); raises with every problem.
 function _M.configure(c)
   c = c or {}
-  local config = require "mnemo.config"
   local ok, problems = config.validate { error_tracking = c.error_tracking, alerts = c.alerts }
   if not ok then
     error("invalid configuration:\n  " .. table.concat(problems, "\n  "), 2)
@@ -174,164 +178,13 @@ function _M.reset()
   core.error_clear()
 end
 
--- ---- what the guard and the breakers record ----
+-- ---- what the guard and the breakers record (mnemo.error_events) ----
 
-local CLASS_CATEGORY = { timeout = "timeout", circuit_open = "circuit_breaker" }
--- A dependency's category from its breaker's or its operation's name.
-local NAME_CATEGORY = {
-  { "^db_", "database" }, { "^pg_", "database" }, { "database", "database" }, { "postgres", "database" },
-  { "^vector_search", "database" }, { "^graph_", "database" }, { "^error_flush", "database" },
-  { "embed", "embedding" }, { "redis", "cache" }, { "cache", "cache" },
-  { "parse", "parse" }, { "chunk", "parse" }, { "policy", "policy" }, { "hook", "policy" },
-  { "webhook", "api" }, { "http", "api" }, { "api", "api" },
-}
-local name_category_cache = {}
-
-local function category_of_name(name)
-  if not name then
-    return nil
-  end
-  local c = name_category_cache[name]
-  if c == nil then
-    c = false
-    for _, p in ipairs(NAME_CATEGORY) do
-      if name:find(p[1]) then
-        c = p[2]
-        break
-      end
-    end
-    name_category_cache[name] = c
-  end
-  return c or nil
-end
-
--- timeout -> timeout, circuit_open -> circuit_breaker; otherwise what the
--- operation talks to: connection on db_* -> database, and so on.
-function _M.category_for(operation, breaker, class)
-  return CLASS_CATEGORY[class] or category_of_name(breaker) or category_of_name(operation) or "unknown"
-end
-
-_M.error_type_of = errors.type_of
-
--- Messages that stay the same from one occurrence to the next, so that
--- they aggregate: a timeout without its elapsed time, an open breaker
--- without its retry-after (made once per breaker: fast fails are many).
-local open_messages = {}
-local function stable_message(err, operation)
-  if type(err) == "table" and rawget(err, "_message_kind") then
-    local kind = err.kind
-    if kind == "circuit_open" then
-      local name = err.breaker
-      local m = open_messages[name]
-      if not m then
-        m = format("breaker %s is open", tostring(name))
-        open_messages[name] = m
-      end
-      return m
-    elseif kind == "timeout" then
-      return format("%s exceeded its %gs timeout", tostring(err.operation or operation), err.timeout or 0)
-    end
-  end
-  return tostring(err)
-end
-
--- The C enum values (errors.SEVERITIES / CATEGORIES order).
-local SEV_WARNING, SEV_ERROR = 2, 3
-local CATEGORY_ID = {}
-for i, c in ipairs(errors.CATEGORIES) do
-  CATEGORY_ID[c] = i - 1
-end
-
--- The guard's own context fields, one table per combination, reused:
--- C copies what it keeps, so a failure builds no table of its own (the
--- caller's opts.context is passed beside it, not merged).
-local own_contexts = {}
-local function own_context(class, attempts, fallback)
-  local by_class = own_contexts[class]
-  if not by_class then
-    by_class = {}
-    own_contexts[class] = by_class
-  end
-  local key = fallback and -attempts or attempts
-  local ctx = by_class[key]
-  if not ctx then
-    ctx = { attempts = attempts, class = class, fallback = fallback or nil, retries_exhausted = attempts > 1 or nil }
-    by_class[key] = ctx
-  end
-  return ctx
-end
-
-local record_raw = core.error_record
-
-local function guard_failure(op, err, attempts, fallback, opts)
-  local class = errors.classify(err)
-  local breaker = op.breaker and op.breaker.name
-  local extra = opts and opts.context
-  if type(extra) ~= "table" then
-    extra = nil
-  end
-  local ctx = own_context(class, attempts, fallback)
-  local traceback
-  if type(err) == "table" then
-    local sqlstate, status = err.sqlstate, err.status
-    if sqlstate ~= nil or status ~= nil then
-      ctx = { attempts = attempts, class = class, fallback = fallback or nil,
-        retries_exhausted = attempts > 1 or nil, sqlstate = sqlstate, status = status }
-    end
-    traceback = rawget(err, "traceback")
-    if type(traceback) ~= "string" then
-      traceback = nil
-    end
-  end
-  local message = stable_message(err, op.name)
-  if attempts > 1 then
-    message = format("retries exhausted after %d attempts: %s", attempts, message)
-  end
-  return record_raw(fallback and SEV_WARNING or SEV_ERROR,
-    CATEGORY_ID[_M.category_for(op.name, breaker, class)], breaker, op.name, errors.type_of(err), message, ctx,
-    extra and extra.correlation_id, traceback, extra)
-end
-
--- The guard's final failure of a call (fallback: a fallback answered
--- instead, recorded as WARNING). Never raises.
-function _M.guard_failure(op, err, attempts, fallback, opts)
-  local ok, res = pcall(guard_failure, op, err, attempts, fallback, opts)
-  return ok and res
-end
-
--- An attempt that ran out of its timeout (it may still be retried).
-function _M.guard_timeout(op, timeout, attempt, opts)
-  local extra = opts and opts.context
-  if type(extra) ~= "table" then
-    extra = nil
-  end
-  local ok, res = pcall(record_raw, SEV_WARNING, CATEGORY_ID.timeout, op.breaker and op.breaker.name or nil,
-    op.name, "TimeoutError", format("%s exceeded its %gs timeout", op.name, timeout or 0),
-    { attempt = attempt, timeout = timeout }, extra and extra.correlation_id, nil, extra)
-  return ok and res
-end
-
--- A breaker changed state: to open is ERROR (CRITICAL for a critical
--- breaker), back to closed INFO.
-function _M.breaker_transition(name, from, to, critical)
-  local severity
-  if to == "open" then
-    severity = critical and "CRITICAL" or "ERROR"
-  elseif to == "closed" then
-    severity = "INFO"
-  else
-    return false
-  end
-  local ok, res = pcall(record, {
-    severity = severity,
-    category = "circuit_breaker",
-    service = name,
-    error_type = to == "open" and "CircuitBreakerOpened" or "CircuitBreakerClosed",
-    message = format("breaker %s: %s -> %s", name, tostring(from), to),
-    context = { breaker = name, from = from, to = to, critical = critical or nil },
-  })
-  return ok and res
-end
+_M.guard_failure = events.guard_failure
+_M.guard_timeout = events.guard_timeout
+_M.breaker_transition = events.breaker_transition
+_M.category_for = events.category_for
+_M.error_type_of = events.error_type_of
 
 -- ---- connections ----
 
@@ -374,7 +227,6 @@ local function with_conn(dsn, fn, ...)
 end
 
 local function query(dsn, sql, params, operation)
-  local guard = require "mnemo.guard"
   local ok, rows = pcall(guard.guard, operation or "db_query", function()
     local rows, err = with_conn(dsn, function(conn)
       return conn:exec(sql, params)
@@ -455,7 +307,6 @@ local function refused(err)
 end
 
 local function flush_all(dsn, s)
-  local guard = require "mnemo.guard"
   local total = 0
   -- Bounded: events recorded while flushing wait for the next round.
   local rounds = floor(s.capacity / s.batch) + 2
@@ -525,7 +376,6 @@ function _M.prune(opts)
     return nil, derr
   end
   local days = opts and opts.retention_days or section("error_tracking").retention_days
-  local guard = require "mnemo.guard"
   local ok, res = pcall(guard.guard, "error_flush", function()
     local rows, err = with_conn(dsn, function(conn)
       return conn:exec("DELETE FROM error_logs WHERE last_seen < now() - $1::float8 * interval '1 day'",
@@ -553,8 +403,6 @@ local function iso(t)
 end
 
 local function send_webhook(url, alert)
-  local guard = require "mnemo.guard"
-  local http = require "mnemo.http_client"
   local payload = {}
   for k, v in pairs(alert) do
     if k ~= "notified" then
@@ -880,7 +728,7 @@ end
 -- dropped, flushed, flush_failures, queue_length, pending (events held),
 -- queue_bytes, capacity, plus the flusher's own.
 function _M.counters()
-  local c = core.error_counters()
+  local c = events.counters()
   for k, v in pairs(state.counts) do
     c[k] = v
   end
@@ -900,8 +748,8 @@ function _M.status()
 end
 
 -- Events still in memory, oldest first (context as JSON text).
-_M.queued = core.error_peek
-_M.scrub = core.error_scrub
-_M.record = record
+_M.queued = events.queued
+_M.scrub = events.scrub
+_M.record = events.record
 
 return _M
