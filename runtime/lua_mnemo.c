@@ -38,6 +38,7 @@ LUALIB_API int luaopen_mnemo_core(lua_State *L) {
   mnemo_open_scope(L);
   mnemo_open_retry(L);
   mnemo_open_breaker(L);
+  mnemo_open_guard(L);
   mnemo_open_bulkhead(L);
   mnemo_open_errors(L);
   mnemo_open_pg(L);

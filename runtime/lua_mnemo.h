@@ -10,6 +10,7 @@ int luaopen_mnemo_core(lua_State *L);
 void mnemo_open_tasks(lua_State *L);
 void mnemo_open_retry(lua_State *L);
 void mnemo_open_breaker(lua_State *L);
+void mnemo_open_guard(lua_State *L);
 void mnemo_open_bulkhead(lua_State *L);
 void mnemo_open_errors(lua_State *L);
 void mnemo_open_pg(lua_State *L);

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "lua_luv.h"
-#include "lua_scope.h"
+#include "status.h"
 
 /* The address of this variable is the runtime's registry key. */
 static const char runtime_key = 'r';
@@ -122,7 +122,15 @@ void mnemo_rt_close(mnemo_rt_t *rt) {
     return;
   rt->closed = 1;
   mnemo_timers_close(&rt->timers);
-  mnemo_scope_pool_free(rt);
+  while (rt->n_at_close > 0)
+    rt->at_close[--rt->n_at_close](rt);
+}
+
+int mnemo_rt_at_close(mnemo_rt_t *rt, void (*fn)(mnemo_rt_t *rt)) {
+  if (rt->n_at_close >= (int)(sizeof(rt->at_close) / sizeof(*rt->at_close)))
+    return MNEMO_ENOMEM;
+  rt->at_close[rt->n_at_close++] = fn;
+  return 0;
 }
 
 /* Returns luv's loop, loading luv first under plain luajit (luv then

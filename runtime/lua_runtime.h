@@ -27,7 +27,9 @@ typedef struct mnemo_rt {
   int exit_code; /* for the host: set by signals */
   int run_depth; /* nesting of mnemo.run in library mode */
   int closed;
-  struct mnemo_scope_pool *scopes; /* lua_scope.c's recycled records */
+  struct mnemo_scope_pool *scopes;          /* lua_scope.c's recycled records */
+  void (*at_close[4])(struct mnemo_rt *rt); /* mnemo_rt_at_close */
+  int n_at_close;
 } mnemo_rt_t;
 
 /* Returns the state's runtime, creating it (and loading luv if needed) on
@@ -62,5 +64,11 @@ const void *mnemo_lua_class(lua_State *L, const char *name,
 
 /* Stops timers and releases the loop's handles held by the runtime. */
 void mnemo_rt_close(mnemo_rt_t *rt);
+
+/* Registers fn to run once at mnemo_rt_close, after the timers are closed,
+ * last registered first: how a binding frees what it keeps per runtime
+ * without the runtime calling into it. 0, or MNEMO_ENOMEM when the few
+ * slots are taken. */
+int mnemo_rt_at_close(mnemo_rt_t *rt, void (*fn)(mnemo_rt_t *rt));
 
 #endif

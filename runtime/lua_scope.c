@@ -21,8 +21,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "breaker.h"
-#include "lua_mnemo.h"
 #include "lua_runtime.h"
 #include "lua_sandbox.h"
 
@@ -78,18 +76,7 @@ struct mnemo_scope_pool {
   scope_t *all_scopes;
 };
 
-static struct mnemo_scope_pool *pool_of(lua_State *L, mnemo_rt_t *rt) {
-  if (rt->closed)
-    luaL_error(L, "mnemo: the runtime is shutting down");
-  if (rt->scopes == NULL) {
-    rt->scopes = calloc(1, sizeof(*rt->scopes));
-    if (rt->scopes == NULL)
-      luaL_error(L, "mnemo: out of memory");
-  }
-  return rt->scopes;
-}
-
-void mnemo_scope_pool_free(mnemo_rt_t *rt) {
+static void scope_pool_free(mnemo_rt_t *rt) {
   struct mnemo_scope_pool *pool = rt->scopes;
   if (pool == NULL)
     return;
@@ -101,6 +88,17 @@ void mnemo_scope_pool_free(mnemo_rt_t *rt) {
   }
   free(pool);
   rt->scopes = NULL;
+}
+
+static struct mnemo_scope_pool *pool_of(lua_State *L, mnemo_rt_t *rt) {
+  if (rt->closed)
+    luaL_error(L, "mnemo: the runtime is shutting down");
+  if (rt->scopes == NULL) {
+    rt->scopes = calloc(1, sizeof(*rt->scopes));
+    if (rt->scopes == NULL || mnemo_rt_at_close(rt, scope_pool_free) != 0)
+      luaL_error(L, "mnemo: out of memory");
+  }
+  return rt->scopes;
 }
 
 static void push_tasks_table(lua_State *L) {
@@ -514,56 +512,19 @@ static int leave_scope(lua_State *L, mnemo_rt_t *rt, int idx, int *expired_out,
   return 4;
 }
 
+void *mnemo_scope_enter(lua_State *L, uint64_t timeout_ns, int op_idx) {
+  return enter_scope(L, UP_RT(L), timeout_ns, op_idx, 0);
+}
+
+int mnemo_scope_leave(lua_State *L, int idx, int *expired, uint64_t *elapsed) {
+  return leave_scope(L, UP_RT(L), idx, expired, elapsed);
+}
+
 /* scope_leave(scope) -> expired, elapsed[, timeout, operation] */
 static int l_scope_leave(lua_State *L) {
   int expired;
   uint64_t elapsed;
   return leave_scope(L, UP_RT(L), 1, &expired, &elapsed);
-}
-
-/* attempt_begin(seconds, operation, breaker|nil) -> scope | false,
- * retry_after. One call for the hot path of a guarded attempt: breaker
- * admission, then the per-attempt scope. */
-static int l_attempt_begin(lua_State *L) {
-  mnemo_rt_t *rt = UP_RT(L);
-  uint64_t ns = lua_isnumber(L, 1) ? mnemo_seconds_to_ns(lua_tonumber(L, 1))
-                                   : MNEMO_DEADLINE_NONE;
-  if (!lua_isnoneornil(L, 3)) {
-    mnemo_breaker_t *b = mnemo_lua_to_breaker(L, 3);
-    uint64_t retry_after = 0;
-    if (mnemo_breaker_acquire(b, mnemo_clock_cached(&rt->clock),
-                              &retry_after) != 0) {
-      lua_pushboolean(L, 0);
-      lua_pushnumber(L, (double)retry_after / 1e9);
-      return 2;
-    }
-  }
-  lua_pushlightuserdata(L,
-                        enter_scope(L, rt, ns, lua_isstring(L, 2) ? 2 : 0, 0));
-  return 1;
-}
-
-/* attempt_end(scope, ok, ignored, breaker|nil) -> expired, elapsed[,
- * timeout, operation]: leaves the scope and settles the breaker permit
- * (success, failure, or ignored for errors that say nothing about the
- * dependency; an overrun success counts as a failure). */
-static int l_attempt_end(lua_State *L) {
-  mnemo_rt_t *rt = UP_RT(L);
-  int ok = lua_toboolean(L, 2), ignored = lua_toboolean(L, 3), expired, n;
-  uint64_t elapsed;
-  mnemo_breaker_t *b =
-      lua_isnoneornil(L, 4) ? NULL : mnemo_lua_to_breaker(L, 4);
-  n = leave_scope(L, rt, 1, &expired, &elapsed);
-  if (b != NULL) {
-    uint64_t now = mnemo_clock_cached(&rt->clock);
-    if (ok && !expired)
-      mnemo_breaker_on_success(b, now, elapsed);
-    else if (!ok && ignored && !expired)
-      mnemo_breaker_on_ignored(b, now);
-    else
-      mnemo_breaker_on_failure(b, now, elapsed);
-  }
-  return n;
 }
 
 /* remaining() -> seconds left in the running task's innermost scope
@@ -619,14 +580,11 @@ void mnemo_open_scope(lua_State *L) {
       {"wait_wake", l_wait_wake},
       {"scope_enter", l_scope_enter},
       {"scope_leave", l_scope_leave},
-      {"attempt_begin", l_attempt_begin},
-      {"attempt_end", l_attempt_end},
       {"remaining", l_remaining},
       {"current_scope", l_current_scope},
       {"set_timeout_factory", l_set_timeout_factory},
       {"set_cancel_hook", l_set_cancel_hook},
       {NULL, NULL}};
-  const luaL_Reg *f;
   mnemo_lua_class(L, wait_mt, NULL, wait_gc);
   mnemo_lua_class(L, task_mt, NULL, task_gc);
 
@@ -643,6 +601,13 @@ void mnemo_open_scope(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
   }
+  lua_pop(L, 1);
+  mnemo_scope_register(L, functions);
+}
+
+void mnemo_scope_register(lua_State *L, const luaL_Reg *functions) {
+  const luaL_Reg *f;
+  push_tasks_table(L);
   for (f = functions; f->name != NULL; f++) {
     lua_pushlightuserdata(L, mnemo_rt_get(L));
     lua_pushvalue(L, -2);
