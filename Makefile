@@ -40,7 +40,7 @@ help:
 	@echo "make bench    benchmarks, each printing a ratio against its baseline"
 	@echo "make chaos    fault-injection specs (tests/chaos/): killed servers, resets, kill -9"
 	@echo "make stress   index 10,000 generated files; wall time, peak RSS, every file accounted for"
-	@echo "make fuzz     libFuzzer (clang): chunker and policy targets, FUZZ_SECONDS (60) each"
+	@echo "make fuzz     libFuzzer (clang): chunker, policy, policy_shapes targets, FUZZ_SECONDS (60) each"
 	@echo "make format   clang-format the C sources"
 	@echo "make deps     install missing Debian packages (scripts/install-deps)"
 	@echo "make grammars fetch (npm) and build the pinned tree-sitter grammars"
@@ -136,21 +136,44 @@ _stress: all
 # replayed by tests/c/test_corpus.c in `make test`.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := chunker policy
-FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
-  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  $(WARN) $(PKG_CFLAGS) -Iruntime
+FUZZ_TARGETS := chunker policy policy_shapes
+FUZZ_BASE_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
+  -fno-sanitize-recover=all $(WARN) $(PKG_CFLAGS) -Iruntime
+FUZZ_CFLAGS := $(FUZZ_BASE_CFLAGS) -fsanitize=fuzzer,address,undefined
 
 $(BUILD)/fuzz/fuzz_chunker: fuzz/fuzz_chunker.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm
 
-$(BUILD)/fuzz/fuzz_policy: fuzz/fuzz_policy.c
-	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $< -o $@ $(PKG_LIBS) -lm
+# The policy targets link mnemo_core (the Lua bindings, the sandbox's C half
+# among them: lua_sandbox.c, lua_pattern.c, pattern.c) and libmnemo, all
+# compiled here with the fuzzer's sanitizers and coverage (fuzzer-no-link),
+# and open it through package.preload, not build/mnemo_core.so.
+FUZZ_OBJ_CFLAGS := $(FUZZ_BASE_CFLAGS) $(LUV_CFLAGS) \
+  -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_CORE_OBJ := $(CORE_OBJ:$(BUILD)/obj/%=$(BUILD)/fuzz/obj/%)
+FUZZ_LUA_OBJ := $(LUA_OBJ:$(BUILD)/obj/%=$(BUILD)/fuzz/obj/%)
 
-# The regression test replays tests/corpus/ through the fuzz entry points.
+$(BUILD)/fuzz/obj/%.o: runtime/%.c $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_OBJ_CFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/libmnemo.a: $(FUZZ_CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/fuzz/fuzz_policy $(BUILD)/fuzz/fuzz_policy_shapes: $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_policy.c $(FUZZ_LUA_OBJ) $(BUILD)/fuzz/libmnemo.a $(GRAMMARS_LIB)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(LUV_CFLAGS) $< $(FUZZ_LUA_OBJ) $(BUILD)/fuzz/libmnemo.a -o $@ \
+	  $(GRAMMARS_LIB) $(PKG_LIBS) $(LUV_LIBS) -lm
+
+# The regression test replays tests/corpus/ through the fuzz entry points;
+# fuzz_policy.c opens the mnemo_core it is linked with (plain or ASan).
 $(BUILD)/tests/test_corpus $(BUILD)/asan/test_corpus: $(wildcard fuzz/*.c)
+$(BUILD)/tests/test_corpus: $(LUA_OBJ)
+$(BUILD)/tests/test_corpus: TEST_LIBS := $(LUA_OBJ) $(BUILD)/libmnemo.a $(TEST_LIBS) $(LUV_LIBS)
+$(BUILD)/asan/test_corpus: $(LUA_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%)
+$(BUILD)/asan/test_corpus: TEST_LIBS := $(LUA_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%) \
+  $(BUILD)/asan/libmnemo.a $(TEST_LIBS) $(LUV_LIBS)
 
 fuzz: all $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)

@@ -4,10 +4,26 @@
 
 #include <lauxlib.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* The count hook fires every STEP instructions; once the budget is spent,
- * on every instruction, so nothing runs between two raises. */
+ * or once instructions are found to be expensive (below), on every
+ * instruction, so nothing runs between two raises. */
 #define STEP 1000
+
+/* CPU time an instruction is worth. Some single instructions do work that
+ * grows with their data, bounded only by the memory limit: comparing two
+ * long strings (a < b), a concatenation whose result is already interned.
+ * A count of STEP instructions that took longer than STEP times this on
+ * the wall clock is checked against the thread's CPU time, and the run is
+ * charged that CPU time at this rate where it exceeds the instructions
+ * counted; from then on the hook fires on every instruction (and one
+ * instruction is checked once it took SLOW_NS more: the hook's own cost is
+ * not what is measured). Honest code runs at a few ns per instruction, so
+ * it is never charged more (code allocating as fast as it can, the
+ * collector included, ran at about 160 ns). */
+#define NS_PER_INSTRUCTION 500
+#define SLOW_NS 10000
 
 enum { RUN_OK = 0, RUN_BUDGET = 1, RUN_MEMORY = 2 };
 
@@ -21,6 +37,11 @@ typedef struct sandbox_run {
   int collected;   /* the one emergency collection was done */
   int message_ref; /* the budget error, made before the run starts */
   struct sandbox_run *outer;
+
+  int step;             /* the count hook's period now: STEP or 1 */
+  uint64_t clock;       /* CLOCK_MONOTONIC at the last count, ns */
+  uint64_t cpu;         /* thread CPU time at the last CPU check, ns */
+  uint64_t used_at_cpu; /* `used` then */
 } sandbox_run_t;
 
 /* Per Lua state (global state): the wrapped allocator and the innermost
@@ -132,6 +153,42 @@ static void raise_exhausted(lua_State *L, sandbox_run_t *run) {
   lua_error(L);
 }
 
+static uint64_t clock_ns(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+static void set_step(lua_State *L, sandbox_run_t *run, int step) {
+  if (run->step != step) {
+    run->step = step;
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, step);
+  }
+}
+
+/* NS_PER_INSTRUCTION: a slow count (wall clock: cheap) is checked against
+ * the CPU time since the last check (a system call), which a stopped or
+ * descheduled process does not accumulate. */
+static void charge_time(lua_State *L, sandbox_run_t *run) {
+  uint64_t now = clock_ns(CLOCK_MONOTONIC), cpu, worth, counted;
+  int slow =
+      now - run->clock > (uint64_t)run->step * NS_PER_INSTRUCTION + SLOW_NS;
+  run->clock = now;
+  if (!slow)
+    return;
+  cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+  worth = (cpu - run->cpu) / NS_PER_INSTRUCTION;
+  counted = run->used - run->used_at_cpu;
+  if (worth > counted) {
+    run->used += worth - counted;
+    set_step(L, run, 1);
+  }
+  run->cpu = cpu;
+  run->used_at_cpu = run->used;
+}
+
 /* Counts instructions; raises once the budget or the memory is spent. Near
  * the memory limit it collects once, so garbage alone does not end a run
  * that holds little. */
@@ -140,11 +197,13 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   sandbox_state_t *s;
   if (run == NULL)
     return;
-  run->used += run->exhausted ? 1 : STEP;
+  run->used += (uint64_t)run->step;
+  if (run->exhausted == RUN_OK)
+    charge_time(L, run);
   if (run->exhausted == RUN_OK && run->used > run->budget)
     run->exhausted = RUN_BUDGET;
   if (run->exhausted != RUN_OK) {
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    set_step(L, run, 1);
     if (running_sandboxed(L, ar))
       raise_exhausted(L, run);
     return;
@@ -246,6 +305,9 @@ static int l_sandbox_run(lua_State *L) {
     run.limit = s->limit;
   s->limit = run.limit;
   s->run = &run;
+  run.step = STEP;
+  run.clock = clock_ns(CLOCK_MONOTONIC);
+  run.cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
   lua_sethook(L, count_hook, LUA_MASKCOUNT, STEP);
   status = lua_pcall(L, nargs, LUA_MULTRET, 0);
   if (status == LUA_ERRMEM && run.exhausted == RUN_OK)
@@ -299,6 +361,50 @@ static int l_sandbox_exhausted(lua_State *L) {
   return 1;
 }
 
+/* sandbox_charge(bytes): charges the work of a C function on `bytes`
+ * bytes (or elements) to the innermost run, one step per 16, as the
+ * pattern functions do; raises the budget error past the budget. For the
+ * sandbox's wrappers of library functions whose work grows with their data
+ * (sandbox.lua). Outside a run: nothing. */
+static int l_sandbox_charge(lua_State *L) {
+  lua_Number n = luaL_checknumber(L, 1);
+  uint64_t steps = n >= 1e15 ? UINT64_MAX / 2 : n > 0 ? (uint64_t)n / 16 : 0;
+  mnemo_sandbox_charge(L, steps);
+  return 0;
+}
+
+/* The default order of table.sort, as a C comparator that charges every
+ * comparison (one step per 16 bytes of the shorter of two strings) before
+ * comparing as lua_lessthan does: LuaJIT's own sort compares in C, where
+ * the count hook never fires, and sorting a few hundred long strings that
+ * share a long prefix takes seconds in one call. */
+static int charged_less(lua_State *L) {
+  size_t a = 0, b = 0;
+  if (lua_type(L, 1) == LUA_TSTRING && lua_type(L, 2) == LUA_TSTRING) {
+    lua_tolstring(L, 1, &a);
+    lua_tolstring(L, 2, &b);
+  }
+  mnemo_sandbox_charge(L, 1 + (a < b ? a : b) / 16);
+  lua_pushboolean(L, lua_lessthan(L, 1, 2));
+  return 1;
+}
+
+/* sandbox_sort(t [, comp]): table.sort (the upvalue), with charged_less
+ * when there is no comparator. */
+static int l_sandbox_sort(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  else {
+    lua_settop(L, 1);
+    lua_pushcfunction(L, charged_less);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
 /* sandbox_memory() -> bytes the state holds, the limit in force (or nil). */
 static int l_sandbox_memory(lua_State *L) {
   sandbox_state_t *s = state_of(L);
@@ -317,7 +423,13 @@ void mnemo_open_sandbox(lua_State *L) {
                                  {"sandbox_exhausted", l_sandbox_exhausted},
                                  {"sandbox_memory", l_sandbox_memory},
                                  {"sandbox_register", l_sandbox_register},
+                                 {"sandbox_charge", l_sandbox_charge},
                                  {NULL, NULL}};
   install(L);
   luaL_register(L, NULL, fns);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushcclosure(L, l_sandbox_sort, 1);
+  lua_setfield(L, -3, "sandbox_sort");
+  lua_pop(L, 1);
 }

@@ -50,9 +50,63 @@ safe_string.gsub = core.pattern_gsub
 local STRING_ALL = { "byte", "char", "format", "len", "lower", "rep", "reverse", "sub", "upper", "find",
   "match", "gmatch", "gsub" }
 
+-- Library functions whose work grows with their data are C, where the
+-- count hook never fires: in a loop, each call on a long string or a big
+-- table would do megabytes of work for a few instructions. These charge it
+-- (core.sandbox_charge: one instruction per 256 bytes, or per 16 elements):
+-- the string makers their result, after the call (one call is the most
+-- that runs uncharged, and the memory limit bounds it); table.concat its
+-- result and elements; table.insert/remove the elements they shift and
+-- tonumber the text it reads, before (a tail call: errors name the
+-- function as before); table.maxn walks the table in Lua (counted);
+-- table.sort without a comparator compares in C, charging each comparison
+-- (core.sandbox_sort).
+local charge = core.sandbox_charge
+local lower, rep, reverse, sub, upper = string.lower, string.rep, string.reverse, string.sub, string.upper
+safe_string.lower = function(...) local r = lower(...) charge(#r) return r end
+safe_string.rep = function(...) local r = rep(...) charge(#r) return r end
+safe_string.reverse = function(...) local r = reverse(...) charge(#r) return r end
+safe_string.sub = function(...) local r = sub(...) charge(#r) return r end
+safe_string.upper = function(...) local r = upper(...) charge(#r) return r end
+
 -- table.foreach/foreachi call back into Lua from C for every element (the
 -- C-stack path); sort is kept, its nesting bounded (below).
 local TABLE_FUNCTIONS = { "concat", "insert", "maxn", "remove", "sort" }
+local concat, insert, maxn, remove = table.concat, table.insert, table.maxn, table.remove
+local charged_table = {
+  concat = function(t, ...) local r = concat(t, ...) charge(#r + 16 * #t) return r end,
+  insert = function(t, ...)
+    if type(t) == "table" then
+      charge(16 * #t)
+    end
+    return insert(t, ...)
+  end,
+  remove = function(t, ...)
+    if type(t) == "table" then
+      charge(16 * #t)
+    end
+    return remove(t, ...)
+  end,
+  maxn = function(t)
+    if type(t) ~= "table" then
+      return maxn(t) -- its error
+    end
+    local m = 0
+    for k in next, t do
+      if type(k) == "number" and k > m then
+        m = k
+      end
+    end
+    return m
+  end,
+}
+local function safe_tonumber(...)
+  local v = ...
+  if type(v) == "string" then
+    charge(#v)
+  end
+  return tonumber(...)
+end
 local MATH_FUNCTIONS = { "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "deg", "exp", "floor",
   "fmod", "frexp", "huge", "ldexp", "log", "log10", "max", "min", "modf", "pi", "pow", "rad", "random", "sin",
   "sinh", "sqrt", "tan", "tanh" }
@@ -84,8 +138,13 @@ local function through_c(fn, name)
   end
 end
 
-local safe_format, safe_tostring = through_c(string.format, "format"), through_c(tostring, "tostring")
-local safe_sort = through_c(table.sort, "sort")
+local function charged_format(...)
+  local r = string_format(...)
+  charge(#r)
+  return r
+end
+local safe_format, safe_tostring = through_c(charged_format, "format"), through_c(tostring, "tostring")
+local safe_sort = through_c(core.sandbox_sort, "sort")
 safe_string.format = safe_format
 
 -- pcall and xpcall that cannot swallow an exhausted budget or memory
@@ -122,7 +181,9 @@ local function safe_getmetatable(v)
 end
 
 if jit then
-  for _, fn in ipairs { rethrow, safe_pcall, safe_xpcall, leave_c, safe_format, safe_tostring, safe_sort } do
+  for _, fn in ipairs { rethrow, safe_pcall, safe_xpcall, leave_c, safe_format, safe_tostring, safe_sort,
+    charged_format, safe_tonumber, safe_string.lower, safe_string.rep, safe_string.reverse, safe_string.sub,
+    safe_string.upper, charged_table.concat, charged_table.insert, charged_table.remove, charged_table.maxn } do
     jit.off(fn)
   end
 end
@@ -136,11 +197,11 @@ local register = core.sandbox_register
 function _M.environment()
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-    pcall = safe_pcall, xpcall = safe_xpcall, select = select, tonumber = tonumber,
+    pcall = safe_pcall, xpcall = safe_xpcall, select = select, tonumber = safe_tonumber,
     tostring = safe_tostring, type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
     rawset = rawset, setmetatable = setmetatable, getmetatable = safe_getmetatable,
     math = copy(math, MATH_FUNCTIONS), string = copy(safe_string, STRING_ALL),
-    table = copy(table, TABLE_FUNCTIONS),
+    table = copy(charged_table, TABLE_FUNCTIONS),
   }
   env.table.sort = safe_sort
   environments[env] = true
