@@ -4,21 +4,38 @@ PKGS := luajit libuv hiredis libpq tree-sitter
 BUILD := build
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LUAJIT_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
 LUV_CFLAGS := -isystem /usr/include/lua5.1
 LUV_LIBS := -llua5.1-luv
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(PKG_CFLAGS) $(LUV_CFLAGS)
+CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN)
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-# Native core: knows nothing about Lua (see docs/ARCHITECTURE.md).
-# Lua bindings (lua_*.c) and the per-state runtime sit above it; the host
-# (host.c, main.c) above those.
-HOST_SRC := runtime/host.c runtime/main.c runtime/check_child.c
-LUA_SRC := $(wildcard runtime/lua_*.c)
-CORE_SRC := $(filter-out $(HOST_SRC) $(LUA_SRC),$(wildcard runtime/*.c))
+# runtime/ in layers (docs/ARCHITECTURE.md, "Layout"), each folder compiled
+# with only the include flags its layer may use, so a Lua header in core/ or
+# loop/ fails the build (scripts/check-layers.lua checks what include paths
+# cannot: <uv.h> and the client libraries are on every compiler's path).
+#   core  no Lua, no libuv: the decisions, on now_ns
+#   loop  libuv, libpq, hiredis, http-parser; no Lua
+#   lua   the mnemo_core Lua module
+#   host  mnemo-run
+CORE_INC := -Iruntime/core $(shell pkg-config --cflags tree-sitter 2>/dev/null)
+LOOP_INC := $(CORE_INC) -Iruntime/loop $(shell pkg-config --cflags libuv hiredis libpq 2>/dev/null)
+LUA_INC := $(LOOP_INC) -Iruntime/lua $(LUAJIT_CFLAGS) $(LUV_CFLAGS)
+HOST_INC := $(LUA_INC) -Iruntime/host
+# Headers a layer's objects depend on: its own and those below it.
+CORE_H := $(wildcard runtime/core/*.h)
+LOOP_H := $(CORE_H) $(wildcard runtime/loop/*.h)
+LUA_H := $(LOOP_H) $(wildcard runtime/lua/*.h)
+HOST_H := $(LUA_H) $(wildcard runtime/host/*.h)
+
+HOST_SRC := $(wildcard runtime/host/*.c)
+LUA_SRC := $(wildcard runtime/lua/*.c)
+# libmnemo.a: core and loop, no Lua.
+CORE_SRC := $(wildcard runtime/core/*.c) $(wildcard runtime/loop/*.c)
 
 CORE_OBJ := $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:runtime/%.c=$(BUILD)/obj/%.o)
@@ -49,8 +66,19 @@ help:
 deps:
 	@scripts/install-deps
 
-$(BUILD)/obj/%.o: runtime/%.c $(wildcard runtime/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c $< -o $@
+# One rule per layer and build (plain, asan), each with its own flags.
+define layer_rules
+$$(BUILD)/obj/$(1)/%.o: runtime/$(1)/%.c $$($(2)_H)
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) $$($(2)_INC) -c $$< -o $$@
+$$(BUILD)/asan/obj/$(1)/%.o: runtime/$(1)/%.c $$($(2)_H)
+	@mkdir -p $$(@D)
+	$$(CC) $$(ASAN_CFLAGS) $$($(2)_INC) -c $$< -o $$@
+endef
+$(eval $(call layer_rules,core,CORE))
+$(eval $(call layer_rules,loop,LOOP))
+$(eval $(call layer_rules,lua,LUA))
+$(eval $(call layer_rules,host,HOST))
 
 $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests:
 	@mkdir -p $@
@@ -67,9 +95,6 @@ $(BUILD)/mnemo_core.so: $(LUA_OBJ) $(BUILD)/libmnemo.a $(GRAMMARS_LIB)
 
 # The same sources under AddressSanitizer + UBSan, compiled once each.
 ASAN_CFLAGS = $(CFLAGS) -O1 $(SAN)
-$(BUILD)/asan/obj/%.o: runtime/%.c $(wildcard runtime/*.h) | $(BUILD)/asan/obj
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
-
 $(BUILD)/asan/obj:
 	@mkdir -p $@
 
@@ -80,10 +105,10 @@ $(BUILD)/asan/libmnemo.a: $(CORE_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%)
 TEST_LIBS := $(GRAMMARS_LIB) $(PKG_LIBS) -lcmocka -lm
 
 $(BUILD)/tests/%: tests/c/%.c tests/c/testing.h $(BUILD)/libmnemo.a $(GRAMMARS_LIB) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Iruntime $< $(BUILD)/libmnemo.a -o $@ $(TEST_LIBS)
+	$(CC) $(CFLAGS) $(HOST_INC) $< $(BUILD)/libmnemo.a -o $@ $(TEST_LIBS)
 
 $(BUILD)/asan/%: tests/c/%.c tests/c/testing.h $(BUILD)/asan/libmnemo.a $(GRAMMARS_LIB) | $(BUILD)/asan
-	$(CC) $(ASAN_CFLAGS) -Iruntime $< $(BUILD)/asan/libmnemo.a -o $@ $(TEST_LIBS)
+	$(CC) $(ASAN_CFLAGS) $(HOST_INC) $< $(BUILD)/asan/libmnemo.a -o $@ $(TEST_LIBS)
 
 # run, test and bench first install what is missing, then build in a fresh
 # make (so pkg-config sees the packages just installed).
@@ -104,15 +129,15 @@ $(BUILD)/asan/mnemo-run: $(HOST_OBJ:$(BUILD)/obj/%=$(BUILD)/asan/obj/%) $(LUA_OB
 	$(CC) $(ASAN_CFLAGS) -rdynamic $^ -o $@ $(PKG_LIBS) $(LUV_LIBS) -lm
 
 _test: all $(BUILD)/asan/mnemo-run $(C_TESTS:%=$(BUILD)/tests/%) $(C_TESTS:%=$(BUILD)/asan/%)
-	@scripts/run-tests $(C_TESTS)
+	@CC="$(CC)" CORE_INC="$(CORE_INC)" LOOP_INC="$(LOOP_INC)" scripts/run-tests $(C_TESTS)
 
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
-$(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
+$(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(HOST_H) $(GRAMMARS_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -O2 -Iruntime $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm \
+	$(CC) $(CFLAGS) -O2 $(LOOP_INC) $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm \
 	  $(if $(findstring bench_guard,$@),$(BENCH_WRAP))
 
 _bench: all $(BENCHES)
@@ -138,10 +163,10 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := chunker policy policy_shapes
 FUZZ_BASE_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
-  -fno-sanitize-recover=all $(WARN) $(PKG_CFLAGS) -Iruntime
+  -fno-sanitize-recover=all $(WARN) $(PKG_CFLAGS) $(HOST_INC)
 FUZZ_CFLAGS := $(FUZZ_BASE_CFLAGS) -fsanitize=fuzzer,address,undefined
 
-$(BUILD)/fuzz/fuzz_chunker: fuzz/fuzz_chunker.c $(CORE_SRC) $(wildcard runtime/*.h) $(GRAMMARS_LIB)
+$(BUILD)/fuzz/fuzz_chunker: fuzz/fuzz_chunker.c $(CORE_SRC) $(HOST_H) $(GRAMMARS_LIB)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(CORE_SRC) -o $@ $(GRAMMARS_LIB) $(PKG_LIBS) -lm
 
@@ -154,7 +179,7 @@ FUZZ_OBJ_CFLAGS := $(FUZZ_BASE_CFLAGS) $(LUV_CFLAGS) \
 FUZZ_CORE_OBJ := $(CORE_OBJ:$(BUILD)/obj/%=$(BUILD)/fuzz/obj/%)
 FUZZ_LUA_OBJ := $(LUA_OBJ:$(BUILD)/obj/%=$(BUILD)/fuzz/obj/%)
 
-$(BUILD)/fuzz/obj/%.o: runtime/%.c $(wildcard runtime/*.h)
+$(BUILD)/fuzz/obj/%.o: runtime/%.c $(HOST_H)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_OBJ_CFLAGS) -c $< -o $@
 
@@ -179,7 +204,7 @@ fuzz: all $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
-	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h
+	clang-format -i runtime/*/*.c runtime/*/*.h tests/c/*.c tests/c/*.h
 
 clean:
 	rm -rf $(BUILD)

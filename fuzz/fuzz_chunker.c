@@ -1,5 +1,5 @@
 /* fuzz_chunker — libFuzzer target for the tree-sitter chunker
- * (runtime/chunker.c) on arbitrary bytes.
+ * (runtime/core/chunker.c) on arbitrary bytes.
  *
  * Each input is chunked as all four languages (python, javascript, c, lua).
  * For one of them, picked by the first byte, the options are tiny

@@ -6,7 +6,7 @@
  * package.path = <root>/lua/?.lua, and package.preload for mnemo_core and
  * luv: the mnemo_core this binary is linked with (the Makefile builds the
  * Lua bindings and libmnemo with the fuzzer's sanitizers and coverage, so
- * the sandbox's C half — runtime/lua_sandbox.c, lua_pattern.c, pattern.c —
+ * the sandbox's C half — runtime/lua/lua_sandbox.c, lua_pattern.c, pattern.c —
  * runs instrumented), never build/mnemo_core.so. <root> is
  * $MNEMO_FUZZ_ROOT, else the current directory (the repository).
  * Each input is then checked as the text of a policy file named

@@ -1,4 +1,4 @@
--- Caching: an L1 in process (a bounded LRU in C, runtime/cache.c) and a
+-- Caching: an L1 in process (a bounded LRU in C, runtime/core/cache.c) and a
 -- two-level cascade with Redis behind it, where Redis is strictly
 -- best-effort: every Redis call goes through mnemo.guard (timeout, retry,
 -- breaker of the configured operations) with a fallback, so a Redis outage

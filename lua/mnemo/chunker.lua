@@ -1,5 +1,5 @@
 -- Tree-sitter chunks of a source file, parsed on the uv thread pool while
--- the calling task waits (runtime/lua_chunker.c, runtime/chunker.c).
+-- the calling task waits (runtime/lua/lua_chunker.c, runtime/core/chunker.c).
 --
 --   chunker.chunk{ language = "python" | path = "x.py", source = text,
 --                  max_chunk_lines = 200, max_chunk_bytes = 16384 }

@@ -1,6 +1,6 @@
 -- Error events: what the guard and the breakers record when a call fails,
 -- an attempt times out or a breaker changes state, turned into events of
--- the in-memory error queue (runtime/error_track.c, through mnemo_core).
+-- the in-memory error queue (runtime/core/error_track.c, through mnemo_core).
 --
 --   error_events.guard_failure(op, err, attempts, fallback, opts)
 --   error_events.guard_timeout(op, timeout, attempt, opts)

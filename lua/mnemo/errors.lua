@@ -5,7 +5,7 @@ local setmetatable, type, tostring, format, next = setmetatable, type, tostring,
 
 local _M = {}
 
--- Classes a retry policy may name (runtime/error_class.h has the same list).
+-- Classes a retry policy may name (runtime/core/error_class.h has the same list).
 _M.CLASSES = {
   "unknown", "connection", "timeout", "deadlock", "too_many_connections",
   "http_5xx", "rate_limited", "busy", "invalid_input", "constraint", "auth",
@@ -136,7 +136,7 @@ _M.class_from_sqlstate = core.class_from_sqlstate
 _M.class_from_http_status = core.class_from_http_status
 _M.class_from_redis = core.class_from_redis
 
--- ---- error tracking (runtime/error_track.h, lua/mnemo/tracking.lua) ----
+-- ---- error tracking (runtime/core/error_track.h, lua/mnemo/tracking.lua) ----
 _M.SEVERITIES = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" }
 _M.CATEGORIES = { "database", "embedding", "cache", "timeout", "circuit_breaker", "parse", "policy", "api",
   "unknown" }

@@ -147,7 +147,7 @@ end
 -- per-attempt deadline (one C call), the call, then scope and breaker
 -- settled (one C call) and the slot given back: the documented order,
 -- retry( bulkhead( deadline_per_attempt( breaker( call ) ) ) ), as
--- runtime/guard.c composes it. Returns ok, results... or false, err. The success path allocates
+-- runtime/loop/guard.c composes it. Returns ok, results... or false, err. The success path allocates
 -- nothing: the per-call context table is made only once an attempt fails.
 local attempt_begin, attempt_end = core.attempt_begin, core.attempt_end
 local IGNORED = breakers.IGNORED

@@ -1,4 +1,4 @@
--- HTTP on the shared loop: a small HTTP/1.1 server (runtime/http_server.c,
+-- HTTP on the shared loop: a small HTTP/1.1 server (runtime/loop/http_server.c,
 -- libhttp-parser) with routing, each request handled as its own task so a
 -- handler may wait (database queries, mnemo.sleep).
 --

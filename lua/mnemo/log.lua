@@ -1,6 +1,6 @@
 -- Structured logging: one JSON object per line on stderr. String field
 -- values that could hold a secret go through the error tracker's scrubber
--- (runtime/error_track.c: DSN passwords, tokens, key=value secrets, home
+-- (runtime/core/error_track.c: DSN passwords, tokens, key=value secrets, home
 -- directories) before they are written.
 local cjson = require "cjson.safe"
 local scrub = require("mnemo_core").error_scrub

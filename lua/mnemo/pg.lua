@@ -1,5 +1,5 @@
 -- PostgreSQL from Lua tasks: connections on the shared loop (libpq in
--- non-blocking mode, runtime/pg.c), queries that park the task and can be
+-- non-blocking mode, runtime/loop/pg.c), queries that park the task and can be
 -- cancelled by its deadline, errors classified by SQLSTATE, transactions
 -- whose COMMIT is shielded, a small pool, and versioned migrations.
 local core = require "mnemo_core"
@@ -40,7 +40,7 @@ end
 -- Every message mnemo.pg returns goes through here: libpq repeats pieces
 -- of a DSN it cannot use (a password it took for a port or a host, a word
 -- of an unquoted one, a value it cannot decode), and only the DSN tells
--- they are secret (mnemo_scrub_dsn, runtime/error_track.c).
+-- they are secret (mnemo_scrub_dsn, runtime/core/error_track.c).
 local function scrubbed(message, dsn)
   message = tostring(message)
   if type(dsn) == "string" and dsn ~= "" then
@@ -60,7 +60,7 @@ local function pg_error(message, sqlstate, sql, dsn)
 end
 
 -- libpq's connect_timeout, added when the DSN has none. libpq applies it
--- only to blocking connects (not to PQconnectPoll, which runtime/pg.c
+-- only to blocking connects (not to PQconnectPoll, which runtime/loop/pg.c
 -- drives): the loop's timer is the deadline that holds; this one is for
 -- whatever libpq does synchronously. Whole seconds, at least 2 (libpq's
 -- own minimum).

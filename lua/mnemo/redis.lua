@@ -1,5 +1,5 @@
 -- Redis from Lua tasks: a hiredis connection on the shared loop
--- (runtime/redis.c), commands that park the task and can be cancelled by
+-- (runtime/loop/redis.c), commands that park the task and can be cancelled by
 -- its deadline, errors classified like every other (connection, busy,
 -- invalid_input, auth, ...), and a lazy reconnect after the connection was
 -- lost, so a client outlives a Redis restart.

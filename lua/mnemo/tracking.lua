@@ -7,7 +7,7 @@
 --     message = "...", error = err, context = { file_path = ..., ... },
 --     correlation_id = "...", traceback = "..." }    -> true | false, reason
 --
--- The record call (lua/mnemo/errors.lua over runtime/lua_error_track.c)
+-- The record call (lua/mnemo/errors.lua over runtime/lua/lua_error_track.c)
 -- scrubs, aggregates in memory (identical events of one window are one
 -- entry with a count) and queues in a bounded queue (the oldest dropped,
 -- counted). It never does I/O and raises only on a bad argument (an
@@ -245,7 +245,7 @@ end
 -- ---- flushing ----
 
 -- One statement per batch. Rows are identified by a fingerprint of what
--- makes two events the same (as in runtime/error_track.c) and their
+-- makes two events the same (as in runtime/core/error_track.c) and their
 -- aggregation window: a later flush of the same event in the same window
 -- adds to the row instead of adding one. DISTINCT ON + window sums merge
 -- entries of one batch that map to the same row (ON CONFLICT may not

@@ -1,4 +1,4 @@
-/* runtime/error_track.c: scrubbing (home directories, DSN passwords, bearer
+/* runtime/core/error_track.c: scrubbing (home directories, DSN passwords, bearer
  * tokens, key=value secrets), aggregation within a window, the bounded
  * queue (the oldest dropped and counted), batches taken, committed and
  * requeued, the batch JSON, and a random run checking that every event is

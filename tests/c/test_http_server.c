@@ -1,4 +1,4 @@
-/* runtime/http_server.c over real loopback sockets, server and clients on
+/* runtime/loop/http_server.c over real loopback sockets, server and clients on
  * one loop: keep-alive, pipelining, bodies (Content-Length and chunked),
  * malformed and oversize requests, slow and idle clients, a client that
  * leaves before its response, the connection limit, invalid responses,

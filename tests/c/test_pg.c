@@ -1,4 +1,4 @@
-/* runtime/pg.c against a real server ($MNEMO_PG_DSN, started by
+/* runtime/loop/pg.c against a real server ($MNEMO_PG_DSN, started by
  * scripts/run-tests): connect, query, SQL error, bad DSN, close, and the
  * connect deadline against a server that never answers — under ASan this
  * also proves the connection lifecycle leaks nothing. */

@@ -1,4 +1,4 @@
-/* runtime/redis.c against a real server ($MNEMO_REDIS_URL, started by
+/* runtime/loop/redis.c against a real server ($MNEMO_REDIS_URL, started by
  * scripts/run-tests): connect, SET/GET of a binary value, an error reply,
  * pipelining, closing with commands in flight and from inside a reply
  * callback, a refused port — under ASan this also proves the connection

@@ -120,7 +120,7 @@ describe("mnemo-run", function()
 end)
 
 -- --check-policy runs the check in a child process with limits
--- (runtime/check_child.c). The faults are made from outside, not by a
+-- (runtime/host/check_child.c). The faults are made from outside, not by a
 -- slow or greedy policy (the sandbox would, or should, stop that first):
 -- a stand-in `mnemo.policy` module, found through MNEMO_LUA_DIR, plays a
 -- check with a hole in it, and signals are sent to the child.

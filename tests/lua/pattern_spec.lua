@@ -1,4 +1,4 @@
--- The step-bounded pattern functions (runtime/lua_pattern.c) against
+-- The step-bounded pattern functions (runtime/lua/lua_pattern.c) against
 -- LuaJIT's own string.find/match/gmatch/gsub: a seeded differential test
 -- over random small patterns and subjects (results and error-ness must
 -- agree; messages compared without location and function name), explicit

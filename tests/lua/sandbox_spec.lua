@@ -1,4 +1,4 @@
--- The sandbox's own rules (lua/mnemo/sandbox.lua, runtime/lua_sandbox.c):
+-- The sandbox's own rules (lua/mnemo/sandbox.lua, runtime/lua/lua_sandbox.c):
 -- what honest code can still do, what is restored after a run, nesting,
 -- and the limits a policy's sandbox section sets. The hostile cases are in
 -- hostile_spec.lua.
