@@ -143,7 +143,7 @@ $(BUILD)/bench/%: bench/%.c $(CORE_SRC) $(HOST_H) $(GRAMMARS_LIB)
 _bench: all $(BENCHES)
 	@scripts/run-benches
 
-# Chaos and stress (issue 7): real faults, see docs/RELIABILITY.md.
+# Chaos and stress: real faults, see docs/RELIABILITY.md.
 .PHONY: chaos stress _chaos _stress
 chaos stress:
 	@scripts/install-deps --quiet

@@ -1,5 +1,5 @@
 -- The indexing pipeline against raw tree-sitter parsing, on one generated
--- corpus (issue 5): (a) read + mnemo.chunker.chunk of every file, (b)
+-- corpus: (a) read + mnemo.chunker.chunk of every file, (b)
 -- mnemo.index of the same tree (walk, read, chunk, built-in hashing
 -- embedder, one PostgreSQL transaction per file) into a fresh database;
 -- files/s and MB/s of each and the ratio b/a (target >= 0.70).

@@ -1,5 +1,5 @@
 -- Validation of the resilience configuration (the policy-file format of
--- ../shared/DESIGN.md). Every problem is reported, each as
+-- docs/POLICIES.md). Every problem is reported, each as
 -- "path: expected ..., got ...", not just the first.
 local errors = require "mnemo.errors"
 

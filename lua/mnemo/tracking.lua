@@ -1,4 +1,4 @@
--- Error tracking (issue 6): every failure the runtime sees is recorded
+-- Error tracking: every failure the runtime sees is recorded
 -- without slowing the work it protects, stored in PostgreSQL, counted and
 -- alerted on.
 --

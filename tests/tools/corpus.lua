@@ -1,4 +1,4 @@
--- A deterministic source tree for chaos and stress tests (issue 7).
+-- A deterministic source tree for chaos and stress tests.
 --   local corpus = require "corpus"   (tests/tools on package.path)
 --   corpus.generate(root, n, { seed = 1, pathological = 0.001, patho_lines = 2000 })
 --     -> { files = n, pathological = { rel paths }, normal = n - #pathological }
