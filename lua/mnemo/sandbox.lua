@@ -28,8 +28,6 @@ local _M = {}
 
 _M.DEFAULT_BUDGET = 1000000          -- instructions per evaluation
 _M.DEFAULT_MEMORY = 64 * 1024 * 1024 -- bytes of heap growth per evaluation
-_M.MAX_BUDGET = 1000000000
-_M.MAX_MEMORY = 1024 * 1024 * 1024
 
 local function copy(t, only)
   local c = {}
