@@ -33,13 +33,7 @@ _M.DEFAULTS = {
     ["__pycache__"] = true, [".venv"] = true },
 }
 
-local function await_fs(fn, ...)
-  local args = { n = select("#", ...), ... }
-  return timeout.await(function(wake)
-    args[args.n + 1] = wake
-    fn(unpack(args, 1, args.n + 1))
-  end)
-end
+local await_fs = timeout.await_call
 
 -- A file may grow this much between the walk and the read; past it, the
 -- file is skipped (grew_during_read) instead of read to its new end.

@@ -12,7 +12,7 @@ local guard = require "mnemo.guard"
 local log = require "mnemo.log"
 local core = require "mnemo_core"
 
-local type, pairs, tostring, select, unpack = type, pairs, tostring, select, unpack
+local type, pairs, tostring = type, pairs, tostring
 
 local _M = {}
 
@@ -62,11 +62,7 @@ local function fs(fn, ...)
   if not core.in_task() then
     return fn(...)
   end
-  local args = { n = select("#", ...), ... }
-  local err, value = timeout.await(function(wake)
-    args[args.n + 1] = wake
-    fn(unpack(args, 1, args.n + 1))
-  end)
+  local err, value = timeout.await_call(fn, ...)
   if err then
     return nil, err
   end

@@ -127,6 +127,17 @@ function _M.await(start)
   return park_result(core.wait_park(w))
 end
 
+-- await_call(fn, ...): fn(..., wake) — a luv function that takes its
+-- callback last (uv.fs_open, uv.fs_read...) — as a wait: returns what the
+-- callback is given (err, value for luv's fs calls).
+function _M.await_call(fn, ...)
+  local args = { n = select("#", ...), ... }
+  return _M.await(function(wake)
+    args[args.n + 1] = wake
+    fn(unpack(args, 1, args.n + 1))
+  end)
+end
+
 function _M.sleep(seconds)
   local ok, err = core.sleep(seconds)
   if not ok then

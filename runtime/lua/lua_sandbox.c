@@ -250,7 +250,8 @@ static void push_limit_message(lua_State *L, const sandbox_run_t *run) {
       lua_pushfstring(L, "memory limit of %f bytes exceeded",
                       (lua_Number)run->memory);
   } else {
-    lua_pushfstring(L, "instruction budget of %d exceeded", (int)run->budget);
+    lua_pushfstring(L, "instruction budget of %f exceeded",
+                    (lua_Number)run->budget);
   }
 }
 
@@ -285,7 +286,7 @@ static int l_sandbox_run(lua_State *L) {
     if (run.outer->budget - run.outer->used < run.budget)
       run.budget = run.outer->budget - run.outer->used;
   }
-  lua_pushfstring(L, "instruction budget of %d exceeded", (int)run.budget);
+  push_limit_message(L, &run); /* exhausted is RUN_OK: the budget's */
   run.message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   /* The string metatable and its __index in force: slots base, base+1. */
