@@ -311,6 +311,17 @@ local function reload_in_task(force)
           text, err = read_file(state.path)
         end
         state.reload_forced = false
+        -- A file gone is a save in progress (rm, then a new file) or an
+        -- operator's slip, not a new policy: the one in force stays, one
+        -- warning, and no rejection is counted. Its return is a change.
+        if err and err:match("^ENOENT") then
+          if not state.missing then
+            state.missing = true
+            log.emit("warn", "policy_file_missing", { path = state.path, generation = state.generation })
+          end
+          return
+        end
+        state.missing = false
         local h = text and hash(text) or err and "unreadable: " .. err
         -- The text in force, or the text rejected last (the stat poll sees
         -- the change the fs event already reported): nothing new to try.

@@ -204,6 +204,32 @@ describe("policy files", function()
     assert.equal(2, st.generation, "one reload for the burst of writes")
     assert.equal(0, st.errors, "the half-written file was never loaded")
   end)
+
+  it("keeps the policy in force while its file is gone, counting no rejection, and reloads when it returns", function()
+    local op = fresh("gone")
+    local path = write("vanishing.lua", ("return { operations = { %s = { timeout = 1 } } }"):format(op))
+    local lines, restore = h.capture_log()
+    assert.equal(1, mnemo.policy.load(path, { watch = true }))
+    mnemo.run(function()
+      os.remove(path)
+      local deadline = mnemo.now() + 3
+      while #h.events(lines, "policy_file_missing") == 0 and mnemo.now() < deadline do
+        mnemo.sleep(0.02)
+      end
+      mnemo.sleep(0.1)
+      write("vanishing.lua", ("return { operations = { %s = { timeout = 4 } } }"):format(op))
+      deadline = mnemo.now() + 3
+      while mnemo.explain(op).timeout ~= 4 and mnemo.now() < deadline do
+        mnemo.sleep(0.02)
+      end
+    end)
+    restore()
+    assert.equal(1, #h.events(lines, "policy_file_missing"))
+    assert.equal(4, mnemo.explain(op).timeout)
+    local st = mnemo.policy.status()
+    assert.equal(2, st.generation)
+    assert.equal(0, st.errors, "a missing file is not a rejected policy")
+  end)
 end)
 
 describe("mnemo-run policy options", function()
