@@ -39,8 +39,9 @@ local unknown_operations = {}
 local function stats_for(operation)
   local s = stats[operation]
   if not s then
+    -- recovered: successes after at least one failed attempt (a retry).
     s = { calls = 0, successes = 0, failures = 0, timeouts = 0, retries = 0, fast_fails = 0,
-      bulkhead_rejections = 0, fallbacks = 0, budget_denials = 0 }
+      bulkhead_rejections = 0, fallbacks = 0, budget_denials = 0, recovered = 0 }
     stats[operation] = s
   end
   return s
@@ -387,6 +388,7 @@ end
 local function retry_loop(ctx, ok, ...)
   if ok then
     ctx.stats.successes = ctx.stats.successes + 1
+    ctx.stats.recovered = ctx.stats.recovered + 1
     return ...
   end
   local err = ...

@@ -50,7 +50,8 @@ local _M = {
   search = query.search,
   chunks = query.chunks,
   graph = { neighbors = query.neighbors },
-  spawn = core.spawn,
+  spawn = require("mnemo.correlation").spawn, -- the child inherits the correlation id
+  correlation = require "mnemo.correlation",
   clock = core.clock,
   hosted = core.hosted,
   uv = uv,

@@ -277,7 +277,7 @@ local function start_lag_probe()
 end
 
 local OP_COUNTERS = { "calls", "successes", "failures", "timeouts", "retries", "fast_fails", "fallbacks",
-  "bulkhead_rejections", "budget_denials" }
+  "bulkhead_rejections", "budget_denials", "recovered" }
 local BREAKER_STATES = { "closed", "open", "half_open" }
 
 function _M.metrics_text()
