@@ -872,6 +872,19 @@ enum {
 };
 #define KEY_FIELDS (F_REPOSITORY + 1)
 
+/* An entry's correlation ids beyond the first event's (its F_CORRELATION
+ * field): each NUL-terminated in data, with its length and fingerprint
+ * (compared before the bytes: the ids of one process share a prefix). */
+#define CORR_MAX MNEMO_ERROR_MAX_CORRELATION_IDS
+#define CORR_DATA_MAX (CORR_MAX * (MNEMO_ERROR_MAX_NAME + 1))
+_Static_assert(CORR_DATA_MAX <= UINT16_MAX, "correlation sample offsets");
+typedef struct corr_ids {
+  uint16_t n, used, cap; /* ids held; bytes of data used, allocated */
+  uint16_t off[CORR_MAX], len[CORR_MAX];
+  uint64_t fp[CORR_MAX];
+  char data[];
+} corr_ids_t;
+
 struct mnemo_error_entry {
   mnemo_error_entry_t *hnext;   /* bucket chain */
   mnemo_error_entry_t **hpprev; /* the pointer that points at this entry */
@@ -881,6 +894,8 @@ struct mnemo_error_entry {
   int64_t window_start_us, first_us, last_us;
   uint64_t count;
   size_t charge;
+  corr_ids_t *ids;      /* NULL until a second distinct id */
+  uint64_t ids_omitted; /* occurrences whose id did not fit */
   unsigned char severity, category;
   unsigned present; /* bit per field */
   uint32_t off[F_COUNT], len[F_COUNT];
@@ -961,6 +976,130 @@ static int same_key(const mnemo_error_entry_t *e, const ekey_t *k) {
         (k->f[i].n > 0 && memcmp(e->data + e->off[i], k->f[i].s, k->f[i].n)))
       return 0;
   return 1;
+}
+
+/* ---- correlation ids ---- */
+
+static void entry_free(mnemo_error_entry_t *e) {
+  free(e->ids);
+  free(e);
+}
+
+static size_t corr_charge(const corr_ids_t *c) {
+  return c != NULL ? sizeof(*c) + c->cap + 16 : 0;
+}
+
+/* Cheap and good enough to skip most byte comparisons: the first and the
+ * last 8 bytes (ids of one process differ at the end, UUIDs anywhere). */
+static uint64_t corr_fp(const char *s, size_t n) {
+  uint64_t a = 0, b = 0;
+  if (n >= 8) {
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+  } else if (n > 0) {
+    memcpy(&a, s, n);
+  }
+  return (a ^ (b * 0x9E3779B97F4A7C15ull)) + n;
+}
+
+static int has_first_id(const mnemo_error_entry_t *e) {
+  return (e->present & (1u << F_CORRELATION)) != 0;
+}
+
+static size_t corr_count(const mnemo_error_entry_t *e) {
+  return (size_t)has_first_id(e) + (e->ids != NULL ? e->ids->n : 0);
+}
+
+static int corr_has(const mnemo_error_entry_t *e, const char *s, size_t n,
+                    uint64_t fp) {
+  const corr_ids_t *c = e->ids;
+  unsigned i;
+  if (has_first_id(e) && e->len[F_CORRELATION] == n &&
+      memcmp(e->data + e->off[F_CORRELATION], s, n) == 0)
+    return 1;
+  if (c != NULL)
+    for (i = 0; i < c->n; i++)
+      if (c->fp[i] == fp && c->len[i] == n &&
+          memcmp(c->data + c->off[i], s, n) == 0)
+        return 1;
+  return 0;
+}
+
+/* Adds id (already cut, not empty) to e's sample unless it is there;
+ * `occurrences` is what to count as omitted when it does not fit. The
+ * sample's growth is charged to e, and to the queue's bytes when e is
+ * queued (the caller applies the bounds). */
+static void corr_note(mnemo_error_tracker_t *t, mnemo_error_entry_t *e,
+                      const char *s, size_t n, uint64_t occurrences,
+                      int queued) {
+  corr_ids_t *c = e->ids;
+  uint64_t fp = corr_fp(s, n);
+  size_t need;
+  if (corr_has(e, s, n, fp))
+    return;
+  if (corr_count(e) >= CORR_MAX) {
+    e->ids_omitted += occurrences;
+    return;
+  }
+  need = (c != NULL ? c->used : 0) + n + 1;
+  if (c == NULL || need > c->cap) {
+    size_t cap = c != NULL ? c->cap : 64, before = corr_charge(c), grown;
+    corr_ids_t *nc;
+    while (cap < need)
+      cap *= 2;
+    if (cap > CORR_DATA_MAX)
+      cap = CORR_DATA_MAX; /* need never is: CORR_MAX ids of at most a name */
+    nc = realloc(c, sizeof(*nc) + cap);
+    if (nc == NULL) {
+      e->ids_omitted += occurrences;
+      return;
+    }
+    if (c == NULL)
+      nc->n = nc->used = 0;
+    nc->cap = (uint16_t)cap;
+    e->ids = c = nc;
+    grown = corr_charge(c) - before;
+    e->charge += grown;
+    if (queued)
+      t->stats.bytes += grown;
+  }
+  c->off[c->n] = c->used;
+  c->len[c->n] = (uint16_t)n;
+  c->fp[c->n] = fp;
+  memcpy(c->data + c->used, s, n);
+  c->data[c->used + n] = '\0';
+  c->used = (uint16_t)(c->used + n + 1);
+  c->n++;
+}
+
+const char *mnemo_error_correlation_id(const mnemo_error_entry_t *e, size_t i,
+                                       size_t *len) {
+  if (has_first_id(e)) {
+    if (i == 0) {
+      *len = e->len[F_CORRELATION];
+      return e->data + e->off[F_CORRELATION];
+    }
+    i--;
+  }
+  if (e->ids == NULL || i >= e->ids->n) {
+    *len = 0;
+    return NULL;
+  }
+  *len = e->ids->len[i];
+  return e->ids->data + e->ids->off[i];
+}
+
+/* e's ids into `into` (a requeued entry merged with one recorded since):
+ * each id that does not fit counts one omitted occurrence (at least one
+ * had it). */
+static void corr_merge(mnemo_error_tracker_t *t, mnemo_error_entry_t *into,
+                       const mnemo_error_entry_t *e) {
+  size_t i, n = corr_count(e), len;
+  for (i = 0; i < n; i++) {
+    const char *s = mnemo_error_correlation_id(e, i, &len);
+    corr_note(t, into, s, len, 1, 1);
+  }
+  into->ids_omitted += e->ids_omitted;
 }
 
 /* ---- the table and the queue ---- */
@@ -1069,7 +1208,7 @@ static void drop_oldest(mnemo_error_tracker_t *t) {
   dequeue(t, e);
   t->stats.dropped += e->count;
   t->stats.pending -= e->count;
-  free(e);
+  entry_free(e);
 }
 
 /* Drops the oldest entries until `extra_entries` more entries of
@@ -1111,7 +1250,7 @@ void mnemo_error_tracker_free(mnemo_error_tracker_t *t) {
   mnemo_error_entry_t *e = t->oldest, *next;
   while (e != NULL) {
     next = e->newer;
-    free(e);
+    entry_free(e);
     e = next;
   }
   free(t->buckets);
@@ -1124,7 +1263,7 @@ void mnemo_error_tracker_clear(mnemo_error_tracker_t *t) {
   while (e != NULL) {
     next = e->newer;
     queued += e->count;
-    free(e);
+    entry_free(e);
     e = next;
   }
   out = t->stats.pending - queued;
@@ -1319,6 +1458,7 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
 
   e = find(t, &k);
   if (e != NULL) {
+    size_t charge = e->charge;
     e->count++;
     if (now_us > e->last_us)
       e->last_us = now_us;
@@ -1332,6 +1472,14 @@ int mnemo_error_record(mnemo_error_tracker_t *t, const mnemo_error_event_t *ev,
     t->stats.recorded++;
     t->stats.aggregated++;
     t->stats.pending++;
+    if (ev->correlation_id.s != NULL && ev->correlation_id.n > 0) {
+      mnemo_str_t id = name_cut(ev->correlation_id);
+      corr_note(t, e, id.s, id.n, 1, 1);
+      /* A grown sample: the oldest others go first (e is the newest, and
+       * far below any max_bytes alone). e must not be used after this. */
+      if (e->charge != charge)
+        make_room(t, 0, 0);
+    }
     return 0;
   }
   return add_entry(t, ev, fields, &k, now_us);
@@ -1350,7 +1498,8 @@ static NOINLINE int add_entry(mnemo_error_tracker_t *t,
   size_t i, size, charge;
   char *p;
 
-  fields[F_CORRELATION] = name_cut(ev->correlation_id);
+  if (ev->correlation_id.n > 0)
+    fields[F_CORRELATION] = name_cut(ev->correlation_id);
   if (ev->traceback.s != NULL) {
     fields[F_TRACEBACK].s = traceback;
     fields[F_TRACEBACK].n =
@@ -1444,7 +1593,7 @@ void mnemo_error_batch_free(mnemo_error_batch_t *batch) {
   mnemo_error_entry_t *e = batch->first, *next;
   while (e != NULL) {
     next = e->newer;
-    free(e);
+    entry_free(e);
     e = next;
   }
   memset(batch, 0, sizeof(*batch));
@@ -1484,7 +1633,8 @@ void mnemo_error_batch_requeue(mnemo_error_tracker_t *t,
         same->first_us = e->first_us;
       if (e->last_us > same->last_us)
         same->last_us = e->last_us;
-      free(e);
+      corr_merge(t, same, e);
+      entry_free(e);
     } else {
       enqueue(t, e, 1);
     }
@@ -1506,6 +1656,28 @@ static void json_field(buf_t *b, const mnemo_error_entry_t *e, int f,
     json_string(b, s.s, s.n);
 }
 
+/* correlation_id, correlation_ids, correlation_ids_omitted */
+static void json_correlation(buf_t *b, const mnemo_error_entry_t *e) {
+  size_t i, n = corr_count(e), len;
+  char tmp[32];
+  const char *s = mnemo_error_correlation_id(e, 0, &len);
+  adds(b, ",\"correlation_id\":");
+  if (s != NULL)
+    json_string(b, s, len);
+  else
+    adds(b, "null");
+  adds(b, ",\"correlation_ids\":[");
+  for (i = 0; i < n; i++) {
+    s = mnemo_error_correlation_id(e, i, &len);
+    if (i > 0)
+      add(b, ",", 1);
+    json_string(b, s, len);
+  }
+  snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)e->ids_omitted);
+  adds(b, "],\"correlation_ids_omitted\":");
+  adds(b, tmp);
+}
+
 int mnemo_error_batch_json(const mnemo_error_batch_t *batch, char **json,
                            size_t *len) {
   buf_t b = {NULL, 0, 0, 0};
@@ -1524,7 +1696,7 @@ int mnemo_error_batch_json(const mnemo_error_batch_t *batch, char **json,
     json_field(&b, e, F_OPERATION, "operation");
     json_field(&b, e, F_ERROR_TYPE, "error_type");
     json_field(&b, e, F_MESSAGE, "message");
-    json_field(&b, e, F_CORRELATION, "correlation_id");
+    json_correlation(&b, e);
     json_field(&b, e, F_TRACEBACK, "traceback");
     /* Built as JSON when recorded. */
     adds(&b, ",\"context\":");
@@ -1572,6 +1744,7 @@ static const char *view_str(const mnemo_error_entry_t *e, int f) {
 }
 
 void mnemo_error_view(const mnemo_error_entry_t *e, mnemo_error_view_t *v) {
+  size_t len;
   v->severity = (mnemo_severity_t)e->severity;
   v->category = (mnemo_error_category_t)e->category;
   v->service = view_str(e, F_SERVICE);
@@ -1579,13 +1752,15 @@ void mnemo_error_view(const mnemo_error_entry_t *e, mnemo_error_view_t *v) {
   v->error_type = view_str(e, F_ERROR_TYPE);
   v->message = view_str(e, F_MESSAGE);
   v->repository = view_str(e, F_REPOSITORY);
-  v->correlation_id = view_str(e, F_CORRELATION);
+  v->correlation_id = mnemo_error_correlation_id(e, 0, &len);
   v->traceback = view_str(e, F_TRACEBACK);
   v->context_json = view_str(e, F_CONTEXT);
   v->count = e->count;
   v->first_us = e->first_us;
   v->last_us = e->last_us;
   v->window_start_us = e->window_start_us;
+  v->ncorrelation_ids = corr_count(e);
+  v->correlation_ids_omitted = e->ids_omitted;
 }
 
 void mnemo_error_pending_by_severity(const mnemo_error_tracker_t *t,

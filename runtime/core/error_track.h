@@ -10,7 +10,21 @@
  * context repository: the repository is part of the identity so that statistics
  * per repository stay true) or appends a new entry. Nothing else happens on the
  * caller's path: no I/O, no clock read (the caller passes the wall-clock time),
- * at most one allocation for a new entry and none for an aggregated one.
+ * at most one allocation for a new entry; an aggregated one allocates only
+ * to keep a correlation id not seen before (below), and never once the
+ * entry's sample is full.
+ *
+ * Correlation ids: an entry keeps the first event's id (correlation_id) and
+ * a sample of the distinct ids of all its occurrences, the first included,
+ * at most MNEMO_ERROR_MAX_CORRELATION_IDS (each cut like a name), in the
+ * order first seen: the id of a request that failed 5th in a group of 100
+ * identical errors still finds the group. Occurrences whose id did not fit
+ * are counted (correlation_ids_omitted; it counts occurrences, so one id
+ * seen twice past the bound counts twice). An empty id is no id. The
+ * sample is a separate allocation, made when a second distinct id comes
+ * and grown by doubling (at most a few times per entry); it is charged to
+ * the entry's bytes, and an allocation failure only counts the id as
+ * omitted.
  *
  * The queue is bounded by entry count (`capacity`) and by bytes
  * (`max_bytes`); when either is exceeded the OLDEST entries are dropped
@@ -126,7 +140,7 @@ typedef struct mnemo_error_event {
   mnemo_str_t operation;      /* optional */
   mnemo_str_t error_type;     /* required */
   mnemo_str_t message;        /* required; scrubbed */
-  mnemo_str_t correlation_id; /* optional */
+  mnemo_str_t correlation_id; /* optional; "" is none */
   mnemo_str_t traceback;      /* optional; scrubbed */
   const mnemo_error_ctx_t *context;
   size_t ncontext;
@@ -151,6 +165,8 @@ typedef struct mnemo_error_event {
 #define MNEMO_ERROR_MAX_TRACEBACK 8192
 #define MNEMO_ERROR_MAX_CONTEXT 4096   /* the context's JSON text */
 #define MNEMO_ERROR_MAX_CTX_VALUE 1024 /* one string value of it */
+/* Distinct correlation ids kept per entry (the first included). */
+#define MNEMO_ERROR_MAX_CORRELATION_IDS 16
 /* The smallest max_bytes allowed: room for a few entries of maximum size. */
 #define MNEMO_ERROR_MIN_BYTES (64u * 1024u)
 
@@ -253,8 +269,11 @@ void mnemo_error_batch_free(mnemo_error_batch_t *batch);
 
 /* The batch as a JSON array for jsonb_to_recordset: one object per entry
  * with severity, category, service, operation, error_type, message,
- * context (an object), correlation_id, traceback (null when absent),
- * occurrences, and first_seen, last_seen, window_start in seconds since
+ * context (an object), correlation_id (the first event's, else the first
+ * id seen; null when none), correlation_ids (an array, the sample in the
+ * order first seen, [] when none), correlation_ids_omitted, traceback
+ * (null when absent), occurrences, and first_seen, last_seen, window_start
+ * in seconds since
  * the epoch (microsecond precision). *json is malloc'd (free it); its text
  * is valid UTF-8 without NULs (invalid bytes become U+FFFD), as jsonb
  * requires. 0 or MNEMO_ENOMEM. */
@@ -271,6 +290,8 @@ typedef struct mnemo_error_view {
   const char *context_json; /* "{...}" */
   uint64_t count;
   int64_t first_us, last_us, window_start_us;
+  size_t ncorrelation_ids;          /* the sample's size, the first included */
+  uint64_t correlation_ids_omitted; /* occurrences whose id did not fit */
 } mnemo_error_view_t;
 
 /* Iteration from the oldest entry of the queue (or of a batch). */
@@ -279,6 +300,10 @@ const mnemo_error_entry_t *
 mnemo_error_batch_first(const mnemo_error_batch_t *b);
 const mnemo_error_entry_t *mnemo_error_next(const mnemo_error_entry_t *e);
 void mnemo_error_view(const mnemo_error_entry_t *e, mnemo_error_view_t *view);
+/* The i-th id of the entry's correlation sample (0: the first seen), NUL
+ * terminated, its length in *len; NULL when i >= ncorrelation_ids. */
+const char *mnemo_error_correlation_id(const mnemo_error_entry_t *e, size_t i,
+                                       size_t *len);
 
 /* Events still queued per severity whose last occurrence is >= since_us
  * (what the alert rules add to what is already stored). */

@@ -6,13 +6,21 @@
  *   error_record(severity, category, service, operation, error_type,
  *                message, context, correlation_id, traceback)
  *       -> true | false, reason   (raises only on a bad argument; the
- *       table form, mnemo.errors.record{...}, is lua/mnemo/errors.lua)
+ *       table form, mnemo.errors.record{...}, is lua/mnemo/errors.lua).
+ *       correlation_id nil: the correlation source's (below) is used;
+ *       false: none.
+ *   error_correlation_source(fn | nil)   fn() -> the running task's
+ *       correlation id or nil (mnemo.error_events sets correlation.current):
+ *       called only for an event that names no id, in protected mode (an
+ *       error in it means no id)
+ *   error_max_correlation_ids            ids kept per entry (a number)
  *   error_configure{ capacity, max_bytes, window, service }
  *   error_take(max) -> batch, json, entries, events | nil
  *   batch:commit() / batch:requeue() / batch:drop()
  *   error_counters() -> { recorded, aggregated, dropped, flushed, ... }
  *   error_pending(since_epoch_seconds) -> { CRITICAL = n, ... }
- *   error_peek(max) -> { {severity, ..., count}, ... }  (queued, oldest first)
+ *   error_peek(max) -> { {severity, ..., count, correlation_ids = {...},
+ *       correlation_ids_omitted}, ... }  (queued, oldest first)
  *   error_scrub(text [, dsn]) -> text   (mnemo_scrub, or mnemo_scrub_dsn)
  *   error_wall_time() -> seconds since the epoch (the clock events get)
  *   error_clear()    the queue emptied, the counters zeroed (tests) */
@@ -30,6 +38,7 @@
 typedef struct lua_tracker {
   mnemo_error_tracker_t t;
   int alive;         /* cleared by __gc (batches may outlive it at close) */
+  int source_ref;    /* the correlation source (registry ref) or LUA_NOREF */
   char service[128]; /* the default service of events that name none */
 } lua_tracker_t;
 
@@ -177,6 +186,19 @@ static int l_record(lua_State *L) {
   ev.operation = opt_arg(L, 4);
   ev.error_type = opt_arg(L, 5);
   ev.message = opt_arg(L, 6);
+  if (lua_isnil(L, 8) && lt->source_ref != LUA_NOREF) {
+    /* The running task's id: one protected call, its result replaces the
+     * argument (a string, or nothing). */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->source_ref);
+    if (lua_pcall(L, 0, 1, 0) != 0 || lua_type(L, -1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    lua_replace(L, 8);
+  } else if (lua_type(L, 8) == LUA_TBOOLEAN && !lua_toboolean(L, 8)) {
+    lua_pushnil(L); /* false: the caller says there is none */
+    lua_replace(L, 8);
+  }
   ev.correlation_id = opt_arg(L, 8);
   ev.traceback = opt_arg(L, 9);
   if (ev.message.s == NULL || ev.error_type.s == NULL)
@@ -263,6 +285,17 @@ static int l_configure(lua_State *L) {
     return luaL_error(L, "error tracking: invalid bounds");
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* error_correlation_source(fn | nil) */
+static int l_correlation_source(lua_State *L) {
+  lua_tracker_t *lt = tracker(L);
+  if (!lua_isnil(L, 1))
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, lt->source_ref);
+  lt->source_ref = lua_isnil(L, 1) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
 }
 
 /* error_take(max) -> batch, json, entries, events | nil */
@@ -387,7 +420,7 @@ static int l_peek(lua_State *L) {
        e = mnemo_error_next(e)) {
     mnemo_error_view_t v;
     mnemo_error_view(e, &v);
-    lua_createtable(L, 0, 14);
+    lua_createtable(L, 0, 16);
     set_string(L, "severity", mnemo_severity_name(v.severity));
     set_string(L, "category", mnemo_error_category_name(v.category));
     set_string(L, "service", v.service);
@@ -401,6 +434,17 @@ static int l_peek(lua_State *L) {
     set_number(L, "first_seen", (double)v.first_us / 1e6);
     set_number(L, "last_seen", (double)v.last_us / 1e6);
     set_number(L, "window_start", (double)v.window_start_us / 1e6);
+    set_number(L, "correlation_ids_omitted", (double)v.correlation_ids_omitted);
+    {
+      size_t j, len;
+      lua_createtable(L, (int)v.ncorrelation_ids, 0);
+      for (j = 0; j < v.ncorrelation_ids; j++) {
+        const char *id = mnemo_error_correlation_id(e, j, &len);
+        lua_pushlstring(L, id, len);
+        lua_rawseti(L, -2, (int)j + 1);
+      }
+      lua_setfield(L, -2, "correlation_ids");
+    }
     lua_rawseti(L, -2, ++i);
   }
   return 1;
@@ -478,6 +522,7 @@ static void push_tracker(lua_State *L) {
     if (mnemo_error_tracker_init(&lt->t, &cfg) != 0)
       luaL_error(L, "error tracking: out of memory");
     lt->alive = 1;
+    lt->source_ref = LUA_NOREF;
     strcpy(lt->service, "mnemo");
     luaL_getmetatable(L, tracker_mt);
     lua_setmetatable(L, -2);
@@ -493,11 +538,17 @@ void mnemo_open_error_track(lua_State *L) {
                                            {"drop", l_batch_drop},
                                            {NULL, NULL}};
   static const luaL_Reg functions[] = {
-      {"error_record", l_record},   {"error_configure", l_configure},
-      {"error_take", l_take},       {"error_counters", l_counters},
-      {"error_pending", l_pending}, {"error_peek", l_peek},
-      {"error_scrub", l_scrub},     {"error_wall_time", l_wall_time},
-      {"error_clear", l_clear},     {NULL, NULL}};
+      {"error_record", l_record},
+      {"error_configure", l_configure},
+      {"error_take", l_take},
+      {"error_counters", l_counters},
+      {"error_pending", l_pending},
+      {"error_peek", l_peek},
+      {"error_scrub", l_scrub},
+      {"error_wall_time", l_wall_time},
+      {"error_clear", l_clear},
+      {"error_correlation_source", l_correlation_source},
+      {NULL, NULL}};
   const luaL_Reg *f;
   mnemo_lua_class(L, tracker_mt, NULL, l_tracker_gc);
   mnemo_lua_class(L, batch_mt, batch_methods, l_batch_gc);
@@ -507,4 +558,6 @@ void mnemo_open_error_track(lua_State *L) {
     lua_pushcclosure(L, f->func, 2);
     lua_setfield(L, -2, f->name);
   }
+  lua_pushinteger(L, MNEMO_ERROR_MAX_CORRELATION_IDS);
+  lua_setfield(L, -2, "error_max_correlation_ids");
 }

@@ -1,5 +1,5 @@
-/* runtime/core/error_track.c: scrubbing (home directories, DSN passwords, bearer
- * tokens, key=value secrets), aggregation within a window, the bounded
+/* runtime/core/error_track.c: scrubbing (home directories, DSN passwords,
+ * bearer tokens, key=value secrets), aggregation within a window, the bounded
  * queue (the oldest dropped and counted), batches taken, committed and
  * requeued, the batch JSON, and a random run checking that every event is
  * accounted for: recorded = flushed + dropped + pending. */
@@ -351,6 +351,9 @@ static void check_accounting(const mnemo_error_tracker_t *t,
     n++;
   }
   assert_int_equal(n, t->stats.entries);
+  /* Every byte charged is given back: a sample's growth is charged too. */
+  if (n == 0)
+    assert_int_equal(t->stats.bytes, 0);
   assert_true(t->stats.entries <= t->config.capacity);
   assert_true(t->stats.bytes <= t->config.max_bytes);
   assert_int_equal(t->stats.pending, held + out_in_batches);
@@ -722,7 +725,8 @@ static void test_batch_json(void **state) {
       json,
       "[{\"severity\":\"ERROR\",\"category\":\"database\",\"service\":"
       "\"indexer\",\"operation\":null,\"error_type\":\"ConnectionError\","
-      "\"message\":\"plain\",\"correlation_id\":null,\"traceback\":null,"
+      "\"message\":\"plain\",\"correlation_id\":null,"
+      "\"correlation_ids\":[],\"correlation_ids_omitted\":0,\"traceback\":null,"
       "\"context\":{\"n\":null},\"occurrences\":1,\"first_seen\":"
       "1718020801.500000,\"last_seen\":1718020801.500000,\"window_start\":"
       "1718020800.000000},"
@@ -730,6 +734,7 @@ static void test_batch_json(void **state) {
       "\"indexer\",\"operation\":\"db_write\",\"error_type\":"
       "\"ConnectionError\",\"message\":\"quote\\\" back\\\\ nl\\n "
       "nul\\ufffd bad\\ufffd\\ufffd ok\xc3\xa9\",\"correlation_id\":null,"
+      "\"correlation_ids\":[],\"correlation_ids_omitted\":0,"
       "\"traceback\":null,\"context\":{},\"occurrences\":2,\"first_seen\":"
       "1718020799.999999,\"last_seen\":1718020799.999999,\"window_start\":"
       "1718020740.000000}]");
@@ -869,6 +874,211 @@ static void test_pending_by_severity(void **state) {
   mnemo_error_tracker_free(&t);
 }
 
+/* ---- correlation ids ---- */
+
+static int record_id(mnemo_error_tracker_t *t, const char *message,
+                     const char *id, int64_t at) {
+  mnemo_error_event_t ev = event(message);
+  ev.correlation_id = S(id);
+  return mnemo_error_record(t, &ev, at);
+}
+
+/* The entry's sample, joined by spaces. */
+static const char *ids_of(const mnemo_error_entry_t *e) {
+  static char out[8192];
+  size_t i, len, n = view(e).ncorrelation_ids;
+  out[0] = '\0';
+  for (i = 0; i < n; i++) {
+    const char *id = mnemo_error_correlation_id(e, i, &len);
+    assert_non_null(id);
+    assert_int_equal(strlen(id), len);
+    if (i > 0)
+      strcat(out, " ");
+    strcat(out, id);
+  }
+  assert_null(mnemo_error_correlation_id(e, n, &len));
+  return out;
+}
+
+static const mnemo_error_entry_t *entry_of(const mnemo_error_tracker_t *t,
+                                           const char *message) {
+  const mnemo_error_entry_t *e;
+  for (e = mnemo_error_oldest(t); e != NULL; e = mnemo_error_next(e))
+    if (strcmp(view(e).message, message) == 0)
+      return e;
+  fail_msg("no entry %s", message);
+  return NULL;
+}
+
+/* An aggregated group keeps the distinct ids of its occurrences, not only
+ * the first: up to the bound, in the order first seen; the rest counted. */
+static void test_correlation_sample(void **state) {
+  mnemo_error_tracker_t t;
+  mnemo_error_view_t v;
+  char id[32], want[1024];
+  size_t bytes_one;
+  int i;
+  (void)state;
+  init(&t, 10);
+  assert_int_equal(record_id(&t, "refused", "req-1", T0), 0);
+  bytes_one = t.stats.bytes;
+  /* The same id again: nothing to keep, nothing allocated. */
+  assert_int_equal(record_id(&t, "refused", "req-1", T0 + 1), 0);
+  assert_int_equal(t.stats.bytes, bytes_one);
+  assert_string_equal(ids_of(t.oldest), "req-1");
+  want[0] = '\0';
+  strcat(want, "req-1");
+  for (i = 2; i <= 20; i++) {
+    snprintf(id, sizeof(id), "req-%d", i);
+    assert_int_equal(record_id(&t, "refused", id, T0 + i), 0);
+    assert_int_equal(record_id(&t, "refused", id, T0 + i), 0); /* twice */
+    if (i <= MNEMO_ERROR_MAX_CORRELATION_IDS) {
+      strcat(want, " ");
+      strcat(want, id);
+    }
+  }
+  assert_int_equal(record(&t, "refused", T0 + 30), 0);        /* no id */
+  assert_int_equal(record_id(&t, "refused", "", T0 + 31), 0); /* none */
+  assert_int_equal(t.stats.entries, 1);
+  v = view(t.oldest);
+  assert_int_equal(v.count, 2 + 19 * 2 + 2);
+  assert_int_equal(v.ncorrelation_ids, MNEMO_ERROR_MAX_CORRELATION_IDS);
+  assert_string_equal(ids_of(t.oldest), want);
+  assert_string_equal(v.correlation_id, "req-1");
+  /* req-17 .. req-20, each seen twice. */
+  assert_int_equal(v.correlation_ids_omitted, 8);
+  assert_true(t.stats.bytes > bytes_one);
+  check_accounting(&t, 0);
+  mnemo_error_tracker_free(&t);
+
+  /* A group whose first event had no id takes the first one that comes. */
+  init(&t, 10);
+  record(&t, "x", T0);
+  assert_null(view(t.oldest).correlation_id);
+  assert_int_equal(view(t.oldest).ncorrelation_ids, 0);
+  record_id(&t, "x", "late-1", T0 + 1);
+  record_id(&t, "x", "late-2", T0 + 2);
+  v = view(t.oldest);
+  assert_string_equal(v.correlation_id, "late-1");
+  assert_string_equal(ids_of(t.oldest), "late-1 late-2");
+  /* An empty id starts no sample either. */
+  record_id(&t, "y", "", T0);
+  assert_null(view(t.newest).correlation_id);
+  check_accounting(&t, 0);
+  mnemo_error_tracker_free(&t);
+}
+
+/* The sample in the batch's JSON, and long ids cut like names. */
+static void test_correlation_json(void **state) {
+  mnemo_error_tracker_t t;
+  mnemo_error_batch_t b;
+  char *json, longid[600];
+  size_t len, idlen;
+  int i;
+  (void)state;
+  init(&t, 10);
+  record_id(&t, "m", "a\"1", T0);
+  record_id(&t, "m", "b-2", T0 + 1);
+  record(&t, "n", T0);
+  record_id(&t, "n", "c-3", T0 + 1);
+  memset(longid, 'z', sizeof(longid) - 1);
+  longid[sizeof(longid) - 1] = '\0';
+  record_id(&t, "m", longid, T0 + 2);
+  for (i = 0; i < 3; i++)
+    longid[i] = 'y';
+  /* Distinct only past the cut: the same id once cut. */
+  record_id(&t, "m", longid, T0 + 3);
+  assert_int_equal(view(entry_of(&t, "m")).ncorrelation_ids, 4);
+  longid[0] = 'z';
+  longid[1] = 'z';
+  longid[2] = 'z';
+  longid[sizeof(longid) - 2] = 'q';
+  record_id(&t, "m", longid, T0 + 4);
+  assert_int_equal(view(entry_of(&t, "m")).ncorrelation_ids, 4);
+  assert_non_null(mnemo_error_correlation_id(entry_of(&t, "m"), 2, &idlen));
+  assert_int_equal(idlen, MNEMO_ERROR_MAX_NAME);
+  mnemo_error_take(&t, &b, 10);
+  assert_int_equal(mnemo_error_batch_json(&b, &json, &len), 0);
+  assert_non_null(strstr(json,
+                         "\"correlation_id\":\"a\\\"1\",\"correlation_ids\":"
+                         "[\"a\\\"1\",\"b-2\",\"zzz"));
+  assert_non_null(strstr(json, "\"],\"correlation_ids_omitted\":0,"));
+  assert_non_null(strstr(json, "\"correlation_id\":\"c-3\",\"correlation_ids\":"
+                               "[\"c-3\"],\"correlation_ids_omitted\":0,"));
+  free(json);
+  mnemo_error_batch_commit(&t, &b);
+  check_accounting(&t, 0);
+  mnemo_error_tracker_free(&t);
+}
+
+/* A requeued batch merged with what was recorded meanwhile keeps the ids
+ * of both, bounded. */
+static void test_correlation_requeue(void **state) {
+  mnemo_error_tracker_t t;
+  mnemo_error_batch_t b;
+  mnemo_error_view_t v;
+  char id[32];
+  int i;
+  (void)state;
+  init(&t, 10);
+  record_id(&t, "a", "old-1", T0);
+  record_id(&t, "a", "old-2", T0 + 1);
+  mnemo_error_take(&t, &b, 10);
+  record_id(&t, "a", "new-1", T0 + 2);
+  record_id(&t, "a", "old-2", T0 + 3);
+  mnemo_error_batch_requeue(&t, &b);
+  assert_int_equal(t.stats.entries, 1);
+  assert_string_equal(ids_of(t.oldest), "new-1 old-2 old-1");
+  check_accounting(&t, 0);
+  /* Full on both sides: what does not fit is counted. */
+  mnemo_error_take(&t, &b, 10);
+  for (i = 0; i < MNEMO_ERROR_MAX_CORRELATION_IDS + 2; i++) {
+    snprintf(id, sizeof(id), "later-%d", i);
+    record_id(&t, "a", id, T0 + 10 + i);
+  }
+  v = view(t.oldest);
+  assert_int_equal(v.correlation_ids_omitted, 2);
+  mnemo_error_batch_requeue(&t, &b);
+  v = view(t.oldest);
+  assert_int_equal(v.ncorrelation_ids, MNEMO_ERROR_MAX_CORRELATION_IDS);
+  assert_int_equal(v.correlation_ids_omitted, 2 + 3);
+  assert_int_equal(v.count, 4 + MNEMO_ERROR_MAX_CORRELATION_IDS + 2);
+  check_accounting(&t, 0);
+  mnemo_error_take(&t, &b, 10);
+  mnemo_error_batch_commit(&t, &b);
+  check_accounting(&t, 0);
+  mnemo_error_tracker_free(&t);
+}
+
+/* Samples count against max_bytes: many groups with many long ids stay
+ * within it, the oldest dropped. */
+static void test_correlation_bytes_bound(void **state) {
+  mnemo_error_tracker_t t;
+  mnemo_error_config_t cfg;
+  char m[32], id[MNEMO_ERROR_MAX_NAME + 1];
+  int i, j;
+  (void)state;
+  mnemo_error_config_default(&cfg);
+  cfg.max_bytes = MNEMO_ERROR_MIN_BYTES;
+  assert_int_equal(mnemo_error_tracker_init(&t, &cfg), 0);
+  memset(id, 'i', sizeof(id) - 1);
+  id[sizeof(id) - 1] = '\0';
+  for (i = 0; i < 40; i++) {
+    snprintf(m, sizeof(m), "group %d", i);
+    for (j = 0; j < MNEMO_ERROR_MAX_CORRELATION_IDS + 4; j++) {
+      snprintf(id, sizeof(id), "%03d-%03d", i, j);
+      id[7] = 'x'; /* keep it long */
+      assert_int_equal(record_id(&t, m, id, T0 + i * 100 + j), 0);
+      assert_true(t.stats.bytes <= cfg.max_bytes);
+    }
+  }
+  assert_true(t.stats.entries < 40);
+  assert_int_equal(view(t.newest).ncorrelation_ids,
+                   MNEMO_ERROR_MAX_CORRELATION_IDS);
+  check_accounting(&t, 0);
+  mnemo_error_tracker_free(&t);
+}
+
 /* Random records, takes, commits, requeues and drops against the
  * invariants: nothing is lost without being counted, the bounds hold, and
  * an event never has two entries in the queue. */
@@ -886,9 +1096,11 @@ static void test_random_accounting(void **state) {
     seed = seed * 1103515245u + 12345u;
     r = (seed >> 16) % 100;
     if (r < 80) {
-      char m[16];
+      char m[16], id[16];
       snprintf(m, sizeof(m), "m%u", (seed >> 8) % 120);
-      assert_int_equal(record(&t, m, T0 + (int64_t)i * 100000), 0);
+      snprintf(id, sizeof(id), "id%u", (seed >> 3) % 40);
+      assert_int_equal(
+          record_id(&t, m, r < 60 ? id : NULL, T0 + (int64_t)i * 100000), 0);
     } else if (r < 88 && nb < 4) {
       mnemo_error_take(&t, &batches[nb], 1 + (seed >> 4) % 20);
       out += batches[nb].events;
@@ -943,6 +1155,10 @@ int main(void) {
       cmocka_unit_test(test_invalid),
       cmocka_unit_test(test_clear),
       cmocka_unit_test(test_pending_by_severity),
+      cmocka_unit_test(test_correlation_sample),
+      cmocka_unit_test(test_correlation_json),
+      cmocka_unit_test(test_correlation_requeue),
+      cmocka_unit_test(test_correlation_bytes_bound),
       cmocka_unit_test(test_random_accounting),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
