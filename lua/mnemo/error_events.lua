@@ -15,11 +15,19 @@
 -- counted); it never does I/O. Writing the queue to PostgreSQL, alerts,
 -- retention and the read API are mnemo.tracking's (the flusher), which
 -- re-exports all of this module. This one sits below the guard: it
--- requires only mnemo_core and mnemo.errors, so mnemo.guard and
--- mnemo.breaker can record events without loading the flusher, which
--- itself runs under the guard.
+-- requires only mnemo_core, mnemo.errors and mnemo.correlation, so
+-- mnemo.guard and mnemo.breaker can record events without loading the
+-- flusher, which itself runs under the guard.
+--
+-- Correlation ids: every event carries the running task's id
+-- (mnemo.correlation.current()) unless the caller names one
+-- (opts.context.correlation_id for the guard's events, correlation_id for
+-- record{}). Loading this module makes it the C queue's correlation source,
+-- so mnemo.errors.record{} gets the id too; the guard's events look it up
+-- here (a table lookup, no allocation once the id is a string).
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
+local correlation = require "mnemo.correlation"
 
 local type, ipairs, tostring, pcall, rawget, format = type, ipairs, tostring, pcall, rawget, string.format
 local record = errors.record
@@ -115,6 +123,17 @@ local function own_context(class, attempts, fallback)
 end
 
 local record_raw = core.error_record
+local current = correlation.current
+core.error_correlation_source(current)
+
+-- The caller's id, else the task's; false (none: C looks no further).
+local function correlation_of(extra)
+  local id = extra and extra.correlation_id
+  if id == nil then
+    id = current() or false
+  end
+  return id
+end
 
 local function guard_failure(op, err, attempts, fallback, opts)
   local class = errors.classify(err)
@@ -142,7 +161,7 @@ local function guard_failure(op, err, attempts, fallback, opts)
   end
   return record_raw(fallback and SEV_WARNING or SEV_ERROR,
     CATEGORY_ID[_M.category_for(op.name, breaker, class)], breaker, op.name, errors.type_of(err), message, ctx,
-    extra and extra.correlation_id, traceback, extra)
+    correlation_of(extra), traceback, extra)
 end
 
 -- The guard's final failure of a call (fallback: a fallback answered
@@ -160,7 +179,7 @@ function _M.guard_timeout(op, timeout, attempt, opts)
   end
   local ok, res = pcall(record_raw, SEV_WARNING, CATEGORY_ID.timeout, op.breaker and op.breaker.name or nil,
     op.name, "TimeoutError", format("%s exceeded its %gs timeout", op.name, timeout or 0),
-    { attempt = attempt, timeout = timeout }, extra and extra.correlation_id, nil, extra)
+    { attempt = attempt, timeout = timeout }, correlation_of(extra), nil, extra)
   return ok and res
 end
 
@@ -182,6 +201,7 @@ function _M.breaker_transition(name, from, to, critical)
     error_type = to == "open" and "CircuitBreakerOpened" or "CircuitBreakerClosed",
     message = format("breaker %s: %s -> %s", name, tostring(from), to),
     context = { breaker = name, from = from, to = to, critical = critical or nil },
+    correlation_id = current(), -- the task whose call moved it
   })
   return ok and res
 end

@@ -22,13 +22,24 @@
 --       (under the guard operation `error_flush`), retention, alert checks.
 --       Its sleeps never keep the process alive. tracking.stop{ flush = true }
 --   tracking.flush()        one flush now (inside a task) -> events | nil, err
---   tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20 }
---   tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil }
+--   tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20,
+--     correlation_id = nil }
+--   tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil,
+--     correlation_id = nil }
 --   tracking.counters()     in-memory counters (for /metrics)
 --   tracking.alerts()       the alerts active now
 --   tracking.configure{ error_tracking = {...}, alerts = {...}, dsn = ... }
 -- The `error_tracking` and `alerts` sections of the policy in force
 -- (mnemo.policy) apply too; explicit configure/start values win.
+--
+-- Correlation ids: an event carries the running task's id (mnemo.correlation)
+-- unless it names one. A row keeps the first event's id (correlation_id)
+-- and a sample of the distinct ids of its occurrences (correlation_ids, at
+-- most MAX_CORRELATION_IDS, merged by every flush into the row; the
+-- occurrences past it counted in correlation_ids_omitted), so the id of a
+-- request that was the 5th of 100 identical errors still finds its row:
+-- stats{} and recent{} take correlation_id = "..." and match either column
+-- (db/migrations/005_error_correlation.sql indexes both).
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
@@ -44,6 +55,9 @@ local type, pairs, ipairs, tostring, tonumber, pcall, error, format, floor, min,
 
 local _M = {}
 
+-- The distinct correlation ids a row keeps (the C queue keeps as many per
+-- entry, runtime/core/error_track.h).
+_M.MAX_CORRELATION_IDS = core.error_max_correlation_ids
 _M.SEVERITIES = events.SEVERITIES
 _M.CATEGORIES = events.CATEGORIES
 -- group_by -> the SQL expression grouped on. Only these: the parameter
@@ -249,27 +263,61 @@ end
 -- aggregation window: a later flush of the same event in the same window
 -- adds to the row instead of adding one. DISTINCT ON + window sums merge
 -- entries of one batch that map to the same row (ON CONFLICT may not
--- touch a row twice in one statement).
-local UPSERT = [[
+-- touch a row twice in one statement); their correlation id samples are
+-- merged too (distinct, the order first seen, at most MAX_CORRELATION_IDS;
+-- the ones left out counted), while the common row of one entry takes its
+-- sample as it is (distinct and bounded in C already). A row that exists gets
+-- the union the same way, its first correlation_id included (rows from
+-- before migration 005 have no sample), and keeps its correlation_id
+-- unless it had none.
+-- The distinct ids of the entries of one row (m.id_lists: their samples),
+-- each with the position it was first seen at.
+local BATCH_IDS = [[SELECT e.id, min(l.i * 100000 + e.j) AS pos
+  FROM jsonb_array_elements(m.id_lists) WITH ORDINALITY AS l(list, i),
+    jsonb_array_elements_text(l.list) WITH ORDINALITY AS e(id, j)
+  GROUP BY e.id]]
+local IDS_UNION = "array_remove(ARRAY[error_logs.correlation_id], NULL) || error_logs.correlation_ids"
+  .. " || EXCLUDED.correlation_ids"
+local UPSERT = ([[
   INSERT INTO error_logs (fingerprint, window_start, first_seen, last_seen, occurrences, severity, category,
-    service, operation, error_type, message, context, correlation_id, traceback)
-  SELECT DISTINCT ON (r.fp, r.window_start) r.fp, to_timestamp(r.window_start),
-    to_timestamp(min(r.first_seen) OVER w), to_timestamp(max(r.last_seen) OVER w), sum(r.occurrences) OVER w,
-    r.severity, r.category, r.service, r.operation, r.error_type, r.message, r.context, r.correlation_id,
-    r.traceback
+    service, operation, error_type, message, context, correlation_id, traceback, correlation_ids,
+    correlation_ids_omitted)
+  SELECT m.fp, to_timestamp(m.window_start), to_timestamp(m.first_seen), to_timestamp(m.last_seen),
+    m.occurrences, m.severity, m.category, m.service, m.operation, m.error_type, m.message, m.context,
+    m.correlation_id, m.traceback,
+    CASE WHEN m.entries = 1 THEN ARRAY(SELECT jsonb_array_elements_text(m.id_lists->0)) ELSE (
+      SELECT coalesce(array_agg(u.id ORDER BY u.pos), '{}') FROM (%s ORDER BY pos LIMIT %d) u) END,
+    m.omitted + CASE WHEN m.entries = 1 THEN 0 ELSE (
+      SELECT greatest(count(*) - %d, 0) FROM (%s) u) END
   FROM (
-    SELECT md5(concat_ws(chr(31), x.severity, x.category, x.service, coalesce(x.operation, chr(30)),
-             x.error_type, coalesce(x.context->>'repository', chr(30)), x.message)) AS fp, x.*
-    FROM jsonb_to_recordset($1::jsonb) AS x(severity text, category text, service text, operation text,
-      error_type text, message text, context jsonb, correlation_id text, traceback text,
-      occurrences bigint, first_seen float8, last_seen float8, window_start float8)
-  ) r
-  WINDOW w AS (PARTITION BY r.fp, r.window_start)
-  ORDER BY r.fp, r.window_start, r.first_seen
+    SELECT DISTINCT ON (r.fp, r.window_start) r.fp, r.window_start, min(r.first_seen) OVER w AS first_seen,
+      max(r.last_seen) OVER w AS last_seen, sum(r.occurrences) OVER w AS occurrences, r.severity, r.category,
+      r.service, r.operation, r.error_type, r.message, r.context, r.correlation_id, r.traceback,
+      count(*) OVER w AS entries, jsonb_agg(coalesce(r.correlation_ids, '[]')) OVER w AS id_lists,
+      sum(coalesce(r.correlation_ids_omitted, 0)) OVER w AS omitted
+    FROM (
+      SELECT md5(concat_ws(chr(31), x.severity, x.category, x.service, coalesce(x.operation, chr(30)),
+               x.error_type, coalesce(x.context->>'repository', chr(30)), x.message)) AS fp, x.*
+      FROM jsonb_to_recordset($1::jsonb) AS x(severity text, category text, service text, operation text,
+        error_type text, message text, context jsonb, correlation_id text, correlation_ids jsonb,
+        correlation_ids_omitted bigint, traceback text, occurrences bigint, first_seen float8, last_seen float8,
+        window_start float8)
+    ) r
+    WINDOW w AS (PARTITION BY r.fp, r.window_start)
+    ORDER BY r.fp, r.window_start, r.first_seen
+  ) m
   ON CONFLICT (fingerprint, window_start) DO UPDATE SET
     occurrences = error_logs.occurrences + EXCLUDED.occurrences,
     first_seen = least(error_logs.first_seen, EXCLUDED.first_seen),
-    last_seen = greatest(error_logs.last_seen, EXCLUDED.last_seen)]]
+    last_seen = greatest(error_logs.last_seen, EXCLUDED.last_seen),
+    correlation_id = coalesce(error_logs.correlation_id, EXCLUDED.correlation_id),
+    correlation_ids = (SELECT coalesce(array_agg(u.id ORDER BY u.pos), '{}') FROM (
+      SELECT a.id, min(a.pos) AS pos FROM unnest(%s) WITH ORDINALITY AS a(id, pos)
+      GROUP BY a.id ORDER BY 2 LIMIT %d) u),
+    correlation_ids_omitted = error_logs.correlation_ids_omitted + EXCLUDED.correlation_ids_omitted
+      + greatest((SELECT count(DISTINCT a.id) FROM unnest(%s) AS a(id)) - %d, 0)]]):format(
+  BATCH_IDS, _M.MAX_CORRELATION_IDS, _M.MAX_CORRELATION_IDS, BATCH_IDS, IDS_UNION, _M.MAX_CORRELATION_IDS,
+  IDS_UNION, _M.MAX_CORRELATION_IDS)
 
 local function writer(dsn)
   local conn = state.conn
@@ -630,13 +678,32 @@ end
 
 local ISO = [[to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')]]
 
+-- A correlation id to search for: nil (no filter), or a string of 1 to 256
+-- bytes (ids are kept cut to 256). Only ever a query parameter.
+local function check_correlation(v)
+  if v == nil then
+    return true
+  end
+  return type(v) == "string" and #v >= 1 and #v <= 256
+end
+
+-- The rows one correlation id names: the first event's, or one of the
+-- sample (both indexed; a bitmap OR of the two).
+local function correlation_clause(param)
+  return (" AND (correlation_id = $%d OR correlation_ids @> ARRAY[$%d]::text[])"):format(param, param)
+end
+
 -- tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20,
--- dsn = ... } -> { group_by, since_hours, groups = { { key, count,
--- first_seen, last_seen, operations = {...} }, ... } } | nil, err
+-- correlation_id = nil, dsn = ... } -> { group_by, since_hours,
+-- [correlation_id], groups = { { key, count, first_seen, last_seen,
+-- operations = {...} }, ... } } | nil, err
 -- count is the sum of occurrences; groups by count, largest first; `key`
 -- is absent for events without one (no operation, no repository).
 -- group_by: error_type | operation | service | category | severity |
--- repository (the context's). Bad parameters: nil, err (invalid_input).
+-- repository (the context's). correlation_id: only the rows that id is
+-- one of (the first event's or the sample's); a row is an aggregate, so
+-- count is still the row's occurrences, those of other ids included.
+-- Bad parameters: nil, err (invalid_input).
 function _M.stats(p)
   p = p or {}
   if type(p) ~= "table" then
@@ -656,6 +723,10 @@ function _M.stats(p)
   if not limit then
     return bad("stats: limit: expected an integer in [1, 1000], got " .. tostring(p.limit))
   end
+  local cid = p.correlation_id
+  if not check_correlation(cid) then
+    return bad("stats: correlation_id: expected a string of 1 to 256 bytes, got " .. type(cid))
+  end
   local dsn, err = dsn_of(p)
   if not dsn then
     return nil, err
@@ -664,10 +735,10 @@ function _M.stats(p)
       ]] .. ISO .. [[ AS first_seen, ]] .. ISO .. [[ AS last_seen,
       coalesce(to_jsonb(array_agg(DISTINCT operation) FILTER (WHERE operation IS NOT NULL)), '[]')::text
         AS operations
-    FROM error_logs WHERE last_seen >= now() - $1::float8 * interval '1 hour'
+    FROM error_logs WHERE last_seen >= now() - $1::float8 * interval '1 hour'%s
     GROUP BY 1 ORDER BY count DESC, key NULLS LAST LIMIT $2::int]]):format(expr, "min(first_seen)",
-    "max(last_seen)")
-  local rows, qerr = query(dsn, sql, { tostring(hours), tostring(limit) })
+    "max(last_seen)", cid and correlation_clause(3) or "")
+  local rows, qerr = query(dsn, sql, { n = cid and 3 or 2, tostring(hours), tostring(limit), cid })
   if not rows then
     return nil, qerr
   end
@@ -676,7 +747,7 @@ function _M.stats(p)
     groups[i] = { key = r.key, count = r.count, first_seen = r.first_seen, last_seen = r.last_seen,
       operations = cjson.decode(r.operations) or {} }
   end
-  return { group_by = group_by, since_hours = hours, groups = groups }
+  return { group_by = group_by, since_hours = hours, correlation_id = cid, groups = groups }
 end
 
 local SEVERITY_SET = {}
@@ -684,8 +755,9 @@ for _, s in ipairs(_M.SEVERITIES) do
   SEVERITY_SET[s] = true
 end
 
--- tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil }
--- -> list of rows, the most recent first (context decoded) | nil, err
+-- tracking.recent{ severity = "CRITICAL", limit = 20, since_hours = nil,
+-- correlation_id = nil } -> list of rows, the most recent first (context
+-- and correlation_ids decoded) | nil, err. correlation_id: as in stats.
 function _M.recent(p)
   p = p or {}
   if type(p) ~= "table" then
@@ -703,22 +775,30 @@ function _M.recent(p)
   if not hours then
     return bad("recent: since_hours: expected a number of hours in (0, 87840], got " .. tostring(p.since_hours))
   end
+  local cid = p.correlation_id
+  if not check_correlation(cid) then
+    return bad("recent: correlation_id: expected a string of 1 to 256 bytes, got " .. type(cid))
+  end
   local dsn, err = dsn_of(p)
   if not dsn then
     return nil, err
   end
   local sql = ([[SELECT id, severity, category, service, operation, error_type, message, context::text AS context,
-      correlation_id, traceback, occurrences::float8 AS occurrences, %s AS first_seen, %s AS last_seen
+      correlation_id, to_jsonb(correlation_ids)::text AS correlation_ids,
+      correlation_ids_omitted::float8 AS correlation_ids_omitted, traceback, occurrences::float8 AS occurrences,
+      %s AS first_seen, %s AS last_seen
     FROM error_logs
-    WHERE ($1::text IS NULL OR severity = $1) AND last_seen >= now() - $2::float8 * interval '1 hour'
-    ORDER BY last_seen DESC, id DESC LIMIT $3::int]]):format(ISO:format("first_seen"), ISO:format("last_seen"))
-  local rows, qerr = query(dsn, sql, { n = 3, p.severity, tostring(hours), tostring(limit) })
+    WHERE ($1::text IS NULL OR severity = $1) AND last_seen >= now() - $2::float8 * interval '1 hour'%s
+    ORDER BY last_seen DESC, id DESC LIMIT $3::int]]):format(ISO:format("first_seen"), ISO:format("last_seen"),
+    cid and correlation_clause(4) or "")
+  local rows, qerr = query(dsn, sql, { n = cid and 4 or 3, p.severity, tostring(hours), tostring(limit), cid })
   if not rows then
     return nil, qerr
   end
   local out = {}
   for i, r in ipairs(rows) do
     r.context = cjson.decode(r.context) or {}
+    r.correlation_ids = cjson.decode(r.correlation_ids) or {}
     out[i] = r
   end
   return out

@@ -206,6 +206,178 @@ describe("error tracking", function()
     assert.equal(window1 == window2 and 1 or 2, rows[1].rows)
   end)
 
+  it("stores the correlation id of the task an error was recorded in", function()
+    local dsn = fresh_db()
+    mnemo.run(function()
+      mnemo.correlation.with("req-1", function()
+        assert.is_true(mnemo.errors.record { severity = "ERROR", category = "api", message = "table form" })
+        -- The guard's own events, through a real failure.
+        local ok = pcall(mnemo.guard, "slow_call", function()
+          mnemo.sleep(1)
+        end)
+        assert.is_false(ok)
+        -- A task spawned by it carries the id too.
+        local done = false
+        mnemo.spawn(function()
+          mnemo.errors.record { severity = "ERROR", category = "api", message = "from a child task" }
+          done = true
+        end)
+        while not done do
+          mnemo.sleep(0.001)
+        end
+      end)
+      -- An id the caller names wins over the task's.
+      mnemo.correlation.with("req-2", function()
+        mnemo.errors.record { severity = "ERROR", category = "api", message = "named", correlation_id = "mine" }
+        pcall(mnemo.guard, "slow_call", function()
+          mnemo.sleep(1)
+        end, { context = { correlation_id = "ctx-id" } })
+      end)
+    end)
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    local rows = sql(dsn, [[SELECT message, severity, correlation_id, correlation_ids::text AS ids FROM error_logs
+      ORDER BY message, severity]])
+    local by = {}
+    for _, r in ipairs(rows) do
+      by[r.message .. "/" .. r.severity] = r
+    end
+    assert.equal("req-1", by["table form/ERROR"].correlation_id)
+    assert.equal("{req-1}", by["table form/ERROR"].ids)
+    assert.equal("req-1", by["from a child task/ERROR"].correlation_id)
+    assert.equal("mine", by["named/ERROR"].correlation_id)
+    -- slow_call: its WARNING (the attempt) and ERROR (the call), each
+    -- once with req-1 and once with ctx-id.
+    local timeout = by["slow_call exceeded its 0.02s timeout/ERROR"]
+    assert.equal("req-1", timeout.correlation_id)
+    assert.equal("{req-1,ctx-id}", timeout.ids)
+    assert.equal("{req-1,ctx-id}", by["slow_call exceeded its 0.02s timeout/WARNING"].ids)
+  end)
+
+  it("finds every id of an aggregated group, up to the bound, and merges later flushes into the row", function()
+    local dsn = fresh_db()
+    local MAX = tracking.MAX_CORRELATION_IDS
+    assert.equal(16, MAX)
+    tracking.configure { error_tracking = { window = 3600 } }
+    local function fail(id)
+      mnemo.correlation.with(id, function()
+        mnemo.errors.record { severity = "ERROR", category = "database", service = "api",
+          operation = "db_query", error_type = "ConnectionError", message = "connection refused" }
+      end)
+    end
+    for i = 1, MAX + 4 do
+      fail("req-" .. i)
+      fail("req-" .. i) -- a request that failed twice is one id
+    end
+    local window1 = tracking.queued()[1].window_start
+    assert.equal(MAX, #tracking.queued()[1].correlation_ids)
+    assert.equal(2 * (MAX + 4), assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    local row = sql(dsn, [[SELECT correlation_id, correlation_ids::text AS ids, correlation_ids_omitted::int AS omitted,
+      occurrences::int AS n FROM error_logs]])
+    assert.equal(1, #row)
+    row = row[1]
+    assert.equal("req-1", row.correlation_id)
+    assert.equal(2 * (MAX + 4), row.n)
+    assert.equal(8, row.omitted, "req-17 .. req-20, twice each")
+    for i = 1, MAX + 4 do
+      local stats = assert(mnemo.run(tracking.stats, { dsn = dsn, since_hours = 1, correlation_id = "req-" .. i }))
+      assert.equal("req-" .. i, stats.correlation_id)
+      if i <= MAX then
+        assert.equal(1, #stats.groups, "req-" .. i .. " is found")
+        assert.equal("ConnectionError", stats.groups[1].key)
+        assert.same({ "db_query" }, stats.groups[1].operations)
+      else
+        assert.equal(0, #stats.groups, "req-" .. i .. " did not fit")
+      end
+    end
+    assert.equal(0, #assert(mnemo.run(tracking.stats, { dsn = dsn, correlation_id = "nobody" })).groups)
+    local recent = assert(mnemo.run(tracking.recent, { dsn = dsn, correlation_id = "req-7" }))
+    assert.equal(1, #recent)
+    assert.equal(MAX, #recent[1].correlation_ids)
+    assert.equal("req-1", recent[1].correlation_ids[1])
+    assert.equal(8, recent[1].correlation_ids_omitted)
+
+    -- A later flush of the same event and window: the row keeps req-1 and
+    -- its sample (full: the new ids are counted as omitted), one repeat
+    -- of a kept id adds nothing.
+    fail("req-3")
+    fail("late-1")
+    fail("late-2")
+    local window2 = tracking.queued()[1].window_start
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    if window1 == window2 then
+      row = sql(dsn, [[SELECT correlation_id, cardinality(correlation_ids) AS k,
+        correlation_ids_omitted::int AS omitted FROM error_logs]])
+      assert.equal(1, #row)
+      assert.equal("req-1", row[1].correlation_id)
+      assert.equal(MAX, row[1].k)
+      assert.equal(10, row[1].omitted)
+    end
+  end)
+
+  it("merges the samples of rows that are not full, distinct and bounded", function()
+    local dsn = fresh_db()
+    tracking.configure { error_tracking = { window = 3600 } }
+    local function fail(id)
+      mnemo.errors.record { severity = "WARNING", category = "cache", message = "miss", correlation_id = id }
+    end
+    for i = 1, 5 do
+      fail("a" .. i)
+    end
+    local window1 = tracking.queued()[1].window_start
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    for i = 1, 15 do
+      fail("b" .. i)
+    end
+    fail("a2")
+    local window2 = tracking.queued()[1].window_start
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    if window1 ~= window2 then
+      return -- two rows: nothing merged (a window boundary between them)
+    end
+    local row = sql(dsn, [[SELECT correlation_id, correlation_ids::text AS ids,
+      correlation_ids_omitted::int AS omitted FROM error_logs]])
+    assert.equal(1, #row)
+    assert.equal("a1", row[1].correlation_id)
+    assert.equal("{a1,a2,a3,a4,a5,b1,b2,b3,b4,b5,b6,b7,b8,b9,b10,b11}", row[1].ids)
+    assert.equal(4, row[1].omitted, "b12 .. b15")
+    for _, id in ipairs({ "a1", "a5", "b11" }) do
+      assert.equal(1, #assert(mnemo.run(tracking.stats, { dsn = dsn, correlation_id = id })).groups)
+    end
+    assert.equal(0, #assert(mnemo.run(tracking.stats, { dsn = dsn, correlation_id = "b12" })).groups)
+  end)
+
+  it("merges the ids of two entries of one batch that are one row", function()
+    local dsn = fresh_db()
+    -- Distinct in memory (other invalid bytes), the same once written as
+    -- JSON (each becomes U+FFFD): one row, both ids.
+    mnemo.errors.record { message = "bad byte \255", correlation_id = "x-1" }
+    mnemo.errors.record { message = "bad byte \254", correlation_id = "x-2" }
+    assert.equal(2, tracking.counters().queue_length)
+    assert.equal(2, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    local rows = sql(dsn, [[SELECT correlation_ids::text AS ids, occurrences::int AS n FROM error_logs]])
+    assert.equal(1, #rows)
+    assert.equal(2, rows[1].n)
+    assert.equal("{x-1,x-2}", rows[1].ids)
+  end)
+
+  it("indexes both correlation columns, and refuses a bad correlation_id parameter", function()
+    local dsn = fresh_db()
+    local rows = sql(dsn, [[SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'error_logs'
+      AND indexname LIKE 'error_logs_correlation%' ORDER BY indexname]])
+    assert.equal(2, #rows)
+    assert.matches("btree %(correlation_id%)", rows[1].indexdef)
+    assert.matches("gin %(correlation_ids%)", rows[2].indexdef)
+    for _, bad_id in ipairs({ 42, "", string.rep("x", 257), false }) do
+      local res, err = tracking.stats { dsn = dsn, correlation_id = bad_id }
+      assert.is_nil(res)
+      assert.equal("invalid_input", err.kind)
+      assert.matches("correlation_id", tostring(err))
+      res, err = tracking.recent { dsn = dsn, correlation_id = bad_id }
+      assert.is_nil(res)
+      assert.equal("invalid_input", err.kind)
+    end
+  end)
+
   it("deletes rows older than the retention", function()
     local dsn = fresh_db()
     mnemo.errors.record { message = "recent" }
