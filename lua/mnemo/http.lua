@@ -26,6 +26,15 @@
 -- a repeated key keeps its first value, `+` is a space), headers (lower-case
 -- names), body, params, route, id (X-Request-Id, echoed in the response) }
 --
+-- The request id is the client's X-Request-Id when it is 1 to 64
+-- characters of A-Z a-z 0-9 . _ : - (anything else, e.g. a header with a
+-- quote or a newline, is replaced), else a new mnemo.correlation id. It is
+-- the correlation id of the handler's task (mnemo.correlation.with): log
+-- lines name it as correlation_id, error events carry it, tasks the
+-- handler spawns with mnemo.spawn inherit it, and the HTTP embedder sends
+-- it on. Every response echoes it in X-Request-Id (error bodies also as
+-- request_id).
+--
 -- A handler returns status, body, headers | content_type:
 --   body a table -> JSON (application/json); a string -> text/plain unless
 --   a content type is given; `return body` alone means 200; nothing, 204.
@@ -34,11 +43,11 @@
 -- that runs past `handler_timeout` (30 s; false: none) -> 504, its waits
 -- cancelled like any mnemo.timeout.
 local core = require "mnemo_core"
-local uv = require "luv"
 local cjson = require "cjson.safe"
 local log = require "mnemo.log"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
+local correlation = require "mnemo.correlation"
 
 local type, pairs, ipairs, tostring, tonumber, pcall, xpcall, setmetatable, select =
   type, pairs, ipairs, tostring, tonumber, pcall, xpcall, setmetatable, select
@@ -240,17 +249,17 @@ end
 
 -- ---- handling ----
 
-local pid = uv.os_getpid()
-local counter = 0
-
+-- The client's id when it is safe to echo and to log (no quote, blank or
+-- line break; bounded), else a fresh one, unique across processes.
+_M.MAX_REQUEST_ID = 64
 local function request_id(headers)
   local given = headers["x-request-id"]
-  if given and #given <= 64 and given:match("^[%w%-%._:]+$") then
+  if type(given) == "string" and #given <= _M.MAX_REQUEST_ID and given:find("^[A-Za-z0-9._:%-]+$") then
     return given
   end
-  counter = counter + 1
-  return ("%d-%d"):format(pid, counter)
+  return correlation.new()
 end
+_M.request_id = request_id
 
 local function error_text(e)
   if type(e) == "table" then
@@ -273,8 +282,8 @@ local function run_handler(server, handler, req)
   if not seconds then
     return call(handler, req)
   end
-  local ok, a, b, c, d = pcall(timeout.timeout, { seconds = seconds, operation = "http " .. req.route,
-    context = { request_id = req.id } }, call, handler, req)
+  local ok, a, b, c, d = pcall(timeout.timeout, { seconds = seconds, operation = "http " .. req.route },
+    call, handler, req)
   if ok then
     return a, b, c, d
   end
@@ -300,16 +309,15 @@ local function failed(ud, req, failure)
     send_error(ud, req.id, 504, "timeout", "the request took too long")
     return
   end
-  log.emit("error", "http_handler_failed", {
-    request_id = req.id, method = req.method, path = req.path, route = req.route,
+  log.emit("error", "http_handler_failed", { -- correlation_id: the request id
+    method = req.method, path = req.path, route = req.route,
     error = error_text(failure.err), error_kind = errors.classify(failure.err),
     traceback = failure.traceback,
   })
   send_error(ud, req.id, 500, "internal_error", "internal server error")
 end
 
-local function dispatch(server, ud, method, path, raw_query, headers, body)
-  local id = request_id(headers)
+local function route_and_run(server, ud, id, method, path, raw_query, headers, body)
   local handler, spec, params = find_route(server:_routes(), method, path)
   if not handler then
     return not_routed(ud, id, method, path, spec)
@@ -329,12 +337,18 @@ local function dispatch(server, ud, method, path, raw_query, headers, body)
     return
   elseif err == "client disconnected" then
     if log.enabled("debug") then
-      log.emit("debug", "http_response_dropped", { request_id = id, route = spec, reason = err })
+      log.emit("debug", "http_response_dropped", { route = spec, reason = err })
     end
   else -- refused by the server (a header it must set itself): the client got a 500
-    log.emit("error", "http_handler_failed", { request_id = id, method = method, path = path, route = spec,
+    log.emit("error", "http_handler_failed", { method = method, path = path, route = spec,
       error = "http handler for " .. spec .. ": " .. tostring(err) })
   end
+end
+
+-- The request's work, routing included, runs under its id.
+local function dispatch(server, ud, method, path, raw_query, headers, body)
+  local id = request_id(headers)
+  return correlation.with(id, route_and_run, server, ud, id, method, path, raw_query, headers, body)
 end
 
 -- One task per request. Whatever goes wrong, the client gets an answer and

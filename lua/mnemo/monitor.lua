@@ -2,7 +2,8 @@
 -- `mnemo-run --serve ADDR` and `mnemo.http.serve{}` serve it):
 --   GET  /health                     healthy | degraded | unhealthy (503); the
 --                                    policy's path and errors with the admin token
---   GET  /v1/errors/stats            top error groups (tracking.stats)
+--   GET  /v1/errors/stats            top error groups (tracking.stats);
+--                                    ?correlation_id= only those of one id
 --   GET  /monitoring/errors          the HTML dashboard (refreshes itself)
 --   GET  /metrics                    Prometheus text format
 --   POST /v1/breakers/:name/reset    needs Authorization: Bearer $MNEMO_ADMIN_TOKEN
@@ -190,14 +191,27 @@ local function bad_request(message)
   return 400, { error = "bad_request", message = message }
 end
 
+-- What ?correlation_id= may be: the shape of the ids mnemo makes and of
+-- the X-Request-Id values it takes (lua/mnemo/http.lua).
+_M.MAX_CORRELATION_ID = 64
+local function valid_correlation_id(v)
+  return #v >= 1 and #v <= _M.MAX_CORRELATION_ID and v:find("^[A-Za-z0-9._:%-]+$") ~= nil
+end
+
 local function get_stats(req)
   local since = req.query.since_hours
   local n = since == nil and 24 or tonumber(since)
   if n == nil then
     return bad_request("since_hours: expected a number of hours, got " .. tostring(since))
   end
+  local cid = req.query.correlation_id
+  if cid ~= nil and not valid_correlation_id(cid) then
+    -- Not echoed: it may be anything (a log line, markup, a secret).
+    return bad_request(("correlation_id: expected 1 to %d characters of A-Z a-z 0-9 . _ : - (got %d bytes)")
+      :format(_M.MAX_CORRELATION_ID, #cid))
+  end
   local result, err = tracking.stats { since_hours = n, group_by = req.query.group_by or "error_type",
-    limit = req.query.limit and tonumber(req.query.limit) or nil }
+    limit = req.query.limit and tonumber(req.query.limit) or nil, correlation_id = cid }
   if not result then
     if type(err) == "table" and err.kind == "invalid_input" then
       return bad_request(tostring(err))

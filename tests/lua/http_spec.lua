@@ -183,7 +183,8 @@ describe("mnemo.http", function()
       local events = h.events(log_lines, "http_handler_failed")
       assert.equal(4, #events)
       assert.equal("GET /boom", events[1].route)
-      assert.equal(r.json.request_id, events[1].request_id)
+      -- The log names the request by its correlation id (the request id).
+      assert.equal(r.json.request_id, events[1].correlation_id)
       assert.matches("attempt to index", events[1].error)
       assert.matches("stack traceback", events[1].traceback)
       assert.matches("invalid status 99", events[2].error)
@@ -194,6 +195,110 @@ describe("mnemo.http", function()
       -- the server still serves after all that
       assert.equal(404, curl(server:url() .. "/").status)
     end)
+  end)
+
+  it("runs the handler under the request id: echoed, in its errors, its log lines and its child tasks", function()
+    mnemo.tracking.reset()
+    local seen = {}
+    with_server({ routes = {
+      ["GET /work"] = function(req)
+        seen.id, seen.current = req.id, mnemo.correlation.current()
+        mnemo.errors.record { severity = "ERROR", category = "api", message = "work failed" }
+        pcall(mnemo.guard, "http_spec_op", function()
+          error(mnemo.error("invalid_input", "bad work"))
+        end)
+        mnemo.log.emit("info", "http_spec_work", {})
+        local done = false
+        mnemo.spawn(function()
+          seen.child = mnemo.correlation.current()
+          done = true
+        end)
+        while not done do
+          mnemo.sleep(0.001)
+        end
+        return "ok"
+      end,
+    } }, function(server)
+      local r = curl(server:url() .. "/work", { "-H", "X-Request-Id: abc" })
+      assert.equal(200, r.status)
+      assert.equal("abc", r.headers["x-request-id"])
+      assert.same({ id = "abc", current = "abc", child = "abc" }, seen)
+      assert.equal("abc", h.events(log_lines, "http_spec_work")[1].correlation_id)
+      local ids = {}
+      for _, e in ipairs(mnemo.tracking.queued()) do
+        ids[e.message] = e.correlation_id
+      end
+      assert.equal("abc", ids["work failed"])
+      assert.equal("abc", ids["bad work"])
+
+      -- Without a header: a generated id, echoed, and the handler's too.
+      r = curl(server:url() .. "/work")
+      assert.matches("^%x+%-%x+$", r.headers["x-request-id"])
+      assert.equal(r.headers["x-request-id"], seen.current)
+      assert.equal(r.headers["x-request-id"], seen.child)
+      -- Outside the request, no id is left behind.
+      assert.is_nil(mnemo.correlation.current())
+    end)
+    mnemo.tracking.reset()
+  end)
+
+  it("replaces a hostile X-Request-Id by a generated one", function()
+    local seen = {}
+    with_server({ routes = {
+      ["GET /id"] = function(req)
+        seen[#seen + 1] = mnemo.correlation.current()
+        return req.id
+      end,
+    } }, function(server)
+      local given = { string.rep("a", 65), 'quote"d', "two words", "<script>", "caf\195\169", "semi;colon",
+        "back\\slash" }
+      for i, bad_id in ipairs(given) do
+        local r = curl(server:url() .. "/id", { "-H", "X-Request-Id: " .. bad_id })
+        assert.equal(200, r.status)
+        local echoed = r.headers["x-request-id"]
+        assert.matches("^%x+%-%x+$", echoed, 1, false, bad_id)
+        assert.equal(echoed, r.body)
+        assert.equal(echoed, seen[i])
+      end
+      -- 64 characters of the allowed set are taken as they are.
+      local ok_id = string.rep("Az09._:-", 8)
+      assert.equal(ok_id, curl(server:url() .. "/id", { "-H", "X-Request-Id: " .. ok_id }).headers["x-request-id"])
+      -- A line break cannot come through a client: a raw request with a
+      -- folded header line (obs-fold) must not get it echoed either.
+      local raw = mnemo.await(function(wake)
+        local tcp = uv.new_tcp()
+        local got = {}
+        tcp:connect("127.0.0.1", server:port(), function(err)
+          assert(not err, err)
+          tcp:write("GET /id HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc\r\n def\r\nConnection: close\r\n\r\n")
+          tcp:read_start(function(_, chunk)
+            if chunk then
+              got[#got + 1] = chunk
+            else
+              tcp:close()
+              wake(table.concat(got))
+            end
+          end)
+        end)
+      end)
+      local echoed = raw:match("\r\nX%-Request%-Id: ([^\r\n]*)\r\n")
+      if raw:match("^HTTP/1%.1 200") then
+        assert.matches("^%x+%-%x+$", echoed)
+      else
+        assert.matches("^HTTP/1%.1 400", raw) -- or the parser refuses it
+      end
+      assert.is_nil(raw:find("def", 1, true))
+    end)
+    -- Each generated id is new.
+    local distinct = {}
+    for _, id in ipairs(seen) do
+      distinct[id] = true
+    end
+    local n = 0
+    for _ in pairs(distinct) do
+      n = n + 1
+    end
+    assert.equal(#seen, n)
   end)
 
   it("runs each request as its own task: a slow handler does not hold up a fast one", function()

@@ -117,6 +117,54 @@ describe("the HTTP face", function()
       assert.equal("bad_request", json(body).error)
     end
     assert.equal(1, #h.sql(dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'error_logs'"))
+    -- A correlation id: at most 64 characters of A-Z a-z 0-9 . _ : -
+    for _, q in ipairs { "correlation_id=", "correlation_id=" .. string.rep("a", 65), "correlation_id=a%22b",
+      "correlation_id=a%0Ab", "correlation_id=%3Cscript%3E", "correlation_id=a%20b", "correlation_id=caf%C3%A9" } do
+      local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?" .. q })
+      assert.equal(400, code, q .. " -> " .. body)
+      local err = json(body)
+      assert.equal("bad_request", err.error)
+      assert.matches("correlation_id: expected 1 to 64 characters of A%-Z a%-z 0%-9 %. _ : %-", err.message)
+      assert.not_matches("script", body)
+    end
+    local code = mnemo.run(curl, { url .. "/v1/errors/stats?correlation_id=" .. string.rep("Az09._:-", 8) })
+    assert.equal(200, code)
+  end)
+
+  it("finds a request's errors by ?correlation_id=, also the later requests of an aggregated group", function()
+    -- A route that fails the same way for every request: one aggregated
+    -- group, whose first id is the first request's.
+    mnemo.http.route("GET /test/fail", function()
+      mnemo.errors.record { severity = "ERROR", category = "api", service = "monitor_spec", operation = "test_fail",
+        error_type = "TestFailure", message = "the test route failed" }
+      return 500, { failed = true }
+    end)
+    finally(function()
+      mnemo.http.routes["GET /test/fail"] = nil
+    end)
+    for i = 1, 5 do
+      local code = mnemo.run(curl, { "-H", "X-Request-Id: mon-req-" .. i, url .. "/test/fail" })
+      assert.equal(500, code)
+    end
+    mnemo.run(function()
+      assert.truthy(tracking.flush {})
+    end)
+    local rows = h.sql(dsn, [[SELECT correlation_id, occurrences::int AS n FROM error_logs
+      WHERE error_type = 'TestFailure']])
+    assert.equal(1, #rows)
+    assert.equal("mon-req-1", rows[1].correlation_id)
+    for i = 1, 5 do
+      local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?since_hours=1&correlation_id=mon-req-" .. i })
+      assert.equal(200, code, body)
+      local stats = json(body)
+      assert.equal("mon-req-" .. i, stats.correlation_id)
+      assert.equal(1, #stats.groups, body)
+      assert.equal("TestFailure", stats.groups[1].key)
+      assert.equal(5, stats.groups[1].count)
+    end
+    local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?correlation_id=mon-req-6&group_by=operation" })
+    assert.equal(200, code)
+    assert.same({}, json(body).groups)
   end)
 
   it("says healthy, then unhealthy (503) when a critical breaker is open, and lets an admin reset it", function()
