@@ -56,12 +56,40 @@ function Breaker:on_transition(fn)
   self.listeners[#self.listeners + 1] = fn
 end
 
+-- The CircuitOpenError of a fast-fail through this breaker for one
+-- operation: made once, shared, read-only (errors.shared). Its cause is
+-- the failure that opened the breaker (as Polly's BrokenCircuitException
+-- carries it), so a caller that only ever sees fast-fails learns why;
+-- retry_after is the last refusal's. `refused(retry_after)` records both.
+local NO_OPERATION = {}
+function Breaker:open_error(operation)
+  local key = operation or NO_OPERATION
+  local e = self.open_errors[key]
+  if not e then
+    e = errors.shared("circuit_open", { breaker = self.name, operation = operation }, self.live)
+    self.open_errors[key] = e
+  end
+  return e
+end
+
+function Breaker:refused(retry_after, operation)
+  local live = self.live
+  live.retry_after = retry_after
+  live.cause = self.open_cause
+  return self:open_error(operation)
+end
+
+-- The failure counted last: if it opens the breaker, it is the cause.
+function Breaker:failed(err)
+  self.last_failure = err
+end
+
 -- Runs fn(...) through the breaker alone: fails fast with CircuitOpenError
 -- while open; an error counts as a failure unless its class is ignored.
 function Breaker:call(fn, ...)
   local ok, retry_after = self.ud:acquire()
   if not ok then
-    error(errors.circuit_open(self.name, retry_after), 2)
+    error(self:refused(retry_after), 2)
   end
   local t0 = core.now()
   return self:_settle(t0, pcall(fn, ...))
@@ -79,6 +107,7 @@ function Breaker:_settle(t0, ok, ...)
   if IGNORED[errors.classify(err)] then
     self.ud:ignored()
   else
+    self.last_failure = err
     self.ud:failure(core.now() - t0)
   end
   error(err, 0)
@@ -122,6 +151,11 @@ end
 
 core.set_breaker_listener(function(name, from, to)
   local b = registry[name]
+  if b and to == "open" then
+    -- A plain copy: the cause outlives the call that failed, and a shared
+    -- error as its own cause would read its own live fields.
+    b.open_cause = errors.plain_copy(b.last_failure)
+  end
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
   error_events.breaker_transition(name, from, to, b and b.config.critical)
@@ -173,7 +207,7 @@ function _M.new(name, cfg)
   if not ud then
     error(("breaker %s: %s"):format(name, err), 2)
   end
-  local b = setmetatable({ name = name, ud = ud, config = plain, listeners = {},
+  local b = setmetatable({ name = name, ud = ud, config = plain, listeners = {}, open_errors = {}, live = {},
     health_probe = cfg.health_probe, probe_interval = cfg.probe_interval,
     on_transition_hook = cfg.on_transition,
     probe_timeout = cfg.probe_timeout }, Breaker)

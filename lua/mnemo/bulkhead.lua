@@ -19,6 +19,24 @@ local function park(w)
   return true
 end
 
+-- The BulkheadFullError for one operation and reason: made once, shared
+-- and read-only (errors.shared), so a rejection allocates nothing.
+local NO_LIVE = {}
+local NO_OPERATION = {}
+function Bulkhead:full_error(operation, reason)
+  local by_reason = self.full_errors[operation or NO_OPERATION]
+  if not by_reason then
+    by_reason = {}
+    self.full_errors[operation or NO_OPERATION] = by_reason
+  end
+  local e = by_reason[reason]
+  if not e then
+    e = errors.shared("bulkhead_full", { bulkhead = self.name, operation = operation, reason = reason }, NO_LIVE)
+    by_reason[reason] = e
+  end
+  return e
+end
+
 -- Takes a slot, waiting in the queue if needed. Returns true, or nil and
 -- a BulkheadFullError. Raises the caller's TimeoutError if its deadline
 -- passes while queued.
@@ -28,7 +46,7 @@ function Bulkhead:enter(operation)
     return true
   end
   if state == "full" then
-    return nil, errors.bulkhead_full(self.name, operation, "queue full")
+    return nil, self:full_error(operation, "queue full")
   end
   local w = core.wait_new()
   local waiter = self.ud:enqueue(function()
@@ -42,7 +60,7 @@ function Bulkhead:enter(operation)
   end
   self.ud:cancel(waiter)
   if expired and type(err) == "table" and err.operation == "bulkhead_wait" then
-    return nil, errors.bulkhead_full(self.name, operation, "max_wait exceeded")
+    return nil, self:full_error(operation, "max_wait exceeded")
   end
   error(err, 0) -- the caller's own deadline
 end
@@ -90,7 +108,7 @@ function _M.new(name, cfg)
   if not ud then
     error(("bulkhead %s: %s"):format(tostring(name), err), 2)
   end
-  local b = setmetatable({ name = name, ud = ud, max_wait = cfg.max_wait or 0 }, Bulkhead)
+  local b = setmetatable({ name = name, ud = ud, max_wait = cfg.max_wait or 0, full_errors = {} }, Bulkhead)
   registry[name] = b
   return b
 end

@@ -101,7 +101,9 @@ local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
-  "error_tracking", "include", "sandbox" }
+  "error_tracking", "include", "sandbox", "log" }
+local LOG_KEYS = set { "level", "summary_interval", "rate_limit" }
+local LOG_LEVELS = set { "debug", "info", "warn", "error", "critical" }
 local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_mib" }
 local TRACKING_KEYS = set { "capacity", "max_bytes", "window", "batch", "interval", "max_backoff", "retention_days",
   "retention_interval", "service" }
@@ -328,6 +330,15 @@ function _M.validate(c)
     for _, key in ipairs { "memory_mib", "hook_memory_mib" } do
       ck:number(c.sandbox, "sandbox", key, { what = "integer in [1, 1024]", integer = true, min = 1, max = 1024 })
     end
+  end
+  if c.log ~= nil and ck:table(c.log, "log") then
+    ck:keys(c.log, "log", LOG_KEYS)
+    if c.log.level ~= nil and not LOG_LEVELS[c.log.level] then
+      ck:problem("log.level", "one of debug, info, warn, error, critical", c.log.level)
+    end
+    ck:number(c.log, "log", "summary_interval", { what = "seconds in (0, 3600]", above = 0, max = 3600 })
+    ck:number(c.log, "log", "rate_limit", { what = "integer lines per second per event in [0, 1000000] (0: no limit)",
+      integer = true, min = 0, max = 1e6 })
   end
   local ops = c.operations or {}
   if ck:table(ops, "operations") then

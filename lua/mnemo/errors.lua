@@ -1,7 +1,7 @@
 -- Error objects and error classes. An error is classified by its `kind`
 -- (tables), by the classes C code maps errno / SQLSTATE / hiredis errors to,
 -- and otherwise is "unknown".
-local setmetatable, type, tostring, format, next = setmetatable, type, tostring, string.format, next
+local setmetatable, type, tostring, format, next, pairs = setmetatable, type, tostring, string.format, next, pairs
 
 local _M = {}
 
@@ -55,15 +55,66 @@ end
 -- Not replaceable through getmetatable: every error shares this table.
 Error.__metatable = "mnemo.error"
 
+-- Shared errors: the fast-fail paths (an open breaker, a full bulkhead)
+-- return one preallocated error per breaker or bulkhead and operation, so
+-- a fast-fail allocates nothing. They are read-only (a caller that changed
+-- one would change it for every later caller). What changes from one
+-- fast-fail to the next (retry_after, and the cause: the error that opened
+-- the breaker) is read from `live`, the owner's table; the message is made
+-- at each read. A caller that keeps one and wants the values of the moment
+-- takes errors.plain_copy(e).
+local shared_mts = setmetatable({}, { __mode = "k" })
+local DYNAMIC = { retry_after = true, cause = true }
+
+local function read_only(_, k)
+  error(("a shared mnemo error is read-only (setting %s); take errors.plain_copy(err) to change one")
+    :format(tostring(k)), 2)
+end
+
+function _M.shared(kind, fields, live)
+  fields.kind = kind
+  fields._message_kind = kind
+  local make = messages[kind]
+  local mt = {
+    __metatable = "mnemo.error",
+    __tostring = Error.__tostring,
+    __newindex = read_only,
+    __index = function(e, k)
+      if k == "message" then
+        return make and make(e) or kind
+      elseif DYNAMIC[k] then
+        return live[k]
+      end
+      return Error[k]
+    end,
+  }
+  shared_mts[mt] = true
+  return setmetatable(fields, mt)
+end
+
+function _M.is_shared(e)
+  return type(e) == "table" and shared_mts[debug.getmetatable(e)] == true
+end
+
 -- A plain copy of an error for code that must not reach its metatable
--- (sandboxed hooks): every field, the lazy message made.
+-- (sandboxed hooks), or that keeps a shared one: every field, the lazy
+-- message made.
 function _M.plain_copy(e)
-  if type(e) ~= "table" or debug.getmetatable(e) ~= Error then
+  if type(e) ~= "table" then
+    return e
+  end
+  local mt = debug.getmetatable(e)
+  if mt ~= Error and not shared_mts[mt] then
     return e
   end
   local c = {}
   for k, v in next, e do
     c[k] = v
+  end
+  if mt ~= Error then
+    for k in pairs(DYNAMIC) do
+      c[k] = e[k]
+    end
   end
   c.message, c._message_kind = e.message, nil
   return c

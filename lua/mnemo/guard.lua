@@ -5,6 +5,8 @@
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local log = require "mnemo.log"
+local log_summary = require "mnemo.log_summary"
+local correlation = require "mnemo.correlation"
 local config = require "mnemo.config"
 local breakers = require "mnemo.breaker"
 local bulkheads = require "mnemo.bulkhead"
@@ -120,6 +122,8 @@ function _M.configure(c)
     ops[name] = compile_op(name, spec, timeouts, retries)
   end
   degrade.configure(c.degrade)
+  log.configure(c.log)
+  log_summary.configure(c.log)
   active = { ops = ops, timeouts = timeouts, source = c, retries = retries }
 end
 
@@ -169,12 +173,16 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     op.bulkhead.ud:leave()
   end
   local err = ...
-  local expired, elapsed, timeout = attempt_end(scope, ok, not ok and IGNORED[classify(err)], ud)
+  local ignored = not ok and IGNORED[classify(err)]
+  if ud and not ok and not ignored then
+    op.breaker.last_failure = err -- the cause, if this failure opens it
+  end
+  local expired, elapsed, timeout = attempt_end(scope, ok, ignored, ud)
   if not expired then
     if ok then
       return true, ...
     end
-    if ud and not IGNORED[classify(err)] then
+    if ud and not ignored then
       degrade.record_error(op.breaker.name)
     end
     return false, err
@@ -183,6 +191,7 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     degrade.record_error(op.breaker.name)
   end
   s.timeouts = s.timeouts + 1
+  log_summary.note("timeout", op.name, "timeout")
   log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
     attempt = attempt_no, context = opts and opts.context })
   error_events.guard_timeout(op, timeout, attempt_no, opts)
@@ -240,7 +249,7 @@ local function attempt(op, s, attempt_no, opts, fn, ...)
       op.bulkhead.ud:leave()
     end
     s.fast_fails = s.fast_fails + 1
-    return false, errors.circuit_open(br.name, retry_after, op.name)
+    return false, br:refused(retry_after, op.name)
   end
   if ud then
     mine[ud] = true
@@ -353,26 +362,50 @@ local function next_delay(ctx, err)
   return delay
 end
 
-local function fail(op, s, attempts, opts, err)
-  s.failures = s.failures + 1
-  if attempts > 1 and log.enabled("error") then
-    log.emit("error", "retries_exhausted", { operation = op.name, attempts = attempts,
-      error = tostring(err), class = classify(err) })
+-- The context a fallback gets: one table per operation and attempt
+-- count, reused (a fast-fail allocates nothing); the fields are set anew
+-- at each call. A fallback that keeps it copies it.
+local function fallback_context(op, attempts)
+  local by_attempts = op.fallback_contexts
+  if not by_attempts then
+    by_attempts = {}
+    op.fallback_contexts = by_attempts
   end
+  local ctx = by_attempts[attempts]
+  if not ctx then
+    ctx = {}
+    by_attempts[attempts] = ctx
+  end
+  ctx.operation, ctx.attempts = op.name, attempts
+  return ctx
+end
+
+-- The call failed for good (after `attempts`). One line for the first
+-- failure of its operation and error kind in the summary interval, every
+-- other one counted in mnemo.log_summary's line: during an outage that is
+-- a handful of lines, not one per call. `soft`: return nil, err (the
+-- non-raising entry) instead of raising.
+local function fail(op, s, attempts, opts, err, soft)
+  s.failures = s.failures + 1
+  local class = classify(err)
   local fallback = opts and opts.fallback
+  local answered = fallback or op.fallback
+  if log_summary.note(answered and "fallback" or "failed", op.name, class) then
+    if log.enabled("warn") then
+      log.emit("warn", attempts > 1 and "retries_exhausted" or "call_failed", { operation = op.name,
+        attempts = attempts, error = tostring(err), class = class, fallback = answered and true or nil,
+        context = opts and opts.context })
+    end
+  end
   if fallback then
     s.fallbacks = s.fallbacks + 1
-    if log.enabled("info") then
-      log.emit("info", "fallback", { operation = op.name, error = tostring(err) })
-    end
     error_events.guard_failure(op, err, attempts, true, opts)
-    return fallback(err, { operation = op.name, attempts = attempts })
+    return fallback(err, fallback_context(op, attempts))
   end
   if op.fallback then
     -- A policy's fallback is a sandboxed hook: if it fails, the original
     -- error stands.
-    local ok, value = hooks.call("fallback", op.name, op.fallback, nil, err,
-      { operation = op.name, attempts = attempts })
+    local ok, value = hooks.call("fallback", op.name, op.fallback, nil, err, fallback_context(op, attempts))
     if ok then
       s.fallbacks = s.fallbacks + 1
       error_events.guard_failure(op, err, attempts, true, opts)
@@ -380,6 +413,9 @@ local function fail(op, s, attempts, opts, err)
     end
   end
   error_events.guard_failure(op, err, attempts, false, opts)
+  if soft then
+    return nil, err
+  end
   error(err, 0)
 end
 
@@ -394,20 +430,16 @@ local function retry_loop(ctx, ok, ...)
   local err = ...
   local delay = next_delay(ctx, err)
   if not delay then
-    -- The breaker opened on this call's own failures: like Polly's
-    -- BrokenCircuitException, the fast-fail carries what broke it.
-    if ctx.cause ~= nil and type(err) == "table" and err.kind == "circuit_open" and err.cause == nil then
-      err.cause = ctx.cause
-    end
-    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err, ctx.soft)
   end
-  ctx.cause = err
   ctx.stats.retries = ctx.stats.retries + 1
+  local class = classify(err)
+  log_summary.note("retry", ctx.op.name, class)
   log.emit("info", "retry", { operation = ctx.op.name, attempt = ctx.attempt, delay = delay,
-    error = tostring(err), class = classify(err) })
+    error = tostring(err), class = class })
   local slept, serr = core.sleep(delay)
   if not slept then
-    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, serr)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, serr, ctx.soft)
   end
   ctx.attempt = ctx.attempt + 1
   local args = ctx.args
@@ -418,19 +450,22 @@ local NO_ARGS = { n = 0 }
 
 -- args: nil when the operation is not retried, else its arguments (a
 -- shared empty table when there are none, the common case: no allocation).
-local function first(op, s, opts, fn, args, ok, ...)
+-- An error the policy never retries (a fast-fail, a bad request) goes
+-- straight to fail: no retry context, no delay computed. A should_retry
+-- hook decides for itself, so it always gets the context.
+local function first(op, s, opts, fn, args, soft, ok, ...)
   if ok then
     s.successes = s.successes + 1
     return ...
   end
-  if not args then
-    return fail(op, s, 1, opts, (...))
+  if not args or (not op.should_retry and not op.retry:should(classify((...)), 1)) then
+    return fail(op, s, 1, opts, (...), soft)
   end
-  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, fn = fn, args = args }
+  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, fn = fn, args = args, soft = soft }
   return retry_loop(ctx, false, ...)
 end
 
-local function guarded(op, fn, opts, ...)
+local function guarded(op, fn, opts, soft, ...)
   local s = op.stats
   s.calls = s.calls + 1
   local args = nil
@@ -441,29 +476,77 @@ local function guarded(op, fn, opts, ...)
     local n = select("#", ...)
     args = n == 0 and NO_ARGS or { n = n, ... }
   end
-  return first(op, s, opts, fn, args, attempt(op, s, 1, opts, fn, ...))
+  return first(op, s, opts, fn, args, soft, attempt(op, s, 1, opts, fn, ...))
+end
+
+local function check(operation, fn)
+  local op = active.ops[operation]
+  if not op then
+    if type(operation) ~= "string" then
+      error("guard: expected an operation name, got " .. tostring(operation), 3)
+    end
+    op = resolve(operation)
+  end
+  if type(fn) ~= "function" then
+    error("guard: expected a function, got " .. tostring(fn), 3)
+  end
+  return op
+end
+
+local function soft_result(ok, ...)
+  if ok then
+    return ...
+  end
+  return nil, (...)
+end
+
+local function run(op, fn, opts, soft, ...)
+  if op.deadline then
+    -- An overall deadline for all attempts together (its TimeoutError is
+    -- raised by mnemo.timeout: returned instead for the soft entry).
+    local spec = { seconds = op.deadline, operation = op.name .. " (all attempts)", context = opts and opts.context }
+    if soft then
+      return soft_result(pcall(timeout.timeout, spec, guarded, op, fn, opts, soft, ...))
+    end
+    return timeout.timeout(spec, guarded, op, fn, opts, soft, ...)
+  end
+  return guarded(op, fn, opts, soft, ...)
+end
+
+-- A call made outside any correlation id gets its own for its duration
+-- (mnemo.correlation: a number until read, so this costs no allocation).
+local begin_id, finish_id = correlation.begin, correlation.finish
+local function finished(token, ok, ...)
+  finish_id(token)
+  if not ok then
+    error((...), 0)
+  end
+  return ...
 end
 
 -- mnemo.guard(operation, fn [, opts], ...): opts.fallback(err, ctx),
 -- opts.context (fields for log lines). Raises the final error when there
 -- is no fallback.
 function _M.guard(operation, fn, opts, ...)
-  local op = active.ops[operation]
-  if not op then
-    if type(operation) ~= "string" then
-      error("guard: expected an operation name, got " .. tostring(operation), 2)
-    end
-    op = resolve(operation)
+  local op = check(operation, fn)
+  local token = begin_id()
+  if token then
+    return finished(token, pcall(run, op, fn, opts, false, ...))
   end
-  if type(fn) ~= "function" then
-    error("guard: expected a function, got " .. tostring(fn), 2)
+  return run(op, fn, opts, false, ...)
+end
+
+-- mnemo.try(operation, fn [, opts], ...): the same guarded call, but a
+-- failure is returned as nil, err (OpenResty style) instead of raised:
+-- no error is raised and unwound on the fast-fail path. fn's own results
+-- on success (a fn that can return nil tells the two apart by err).
+function _M.try(operation, fn, opts, ...)
+  local op = check(operation, fn)
+  local token = begin_id()
+  if token then
+    return finished(token, pcall(run, op, fn, opts, true, ...))
   end
-  if op.deadline then
-    -- An overall deadline for all attempts together.
-    return timeout.timeout({ seconds = op.deadline, operation = operation .. " (all attempts)",
-      context = opts and opts.context }, guarded, op, fn, opts, ...)
-  end
-  return guarded(op, fn, opts, ...)
+  return run(op, fn, opts, true, ...)
 end
 
 -- mnemo.retry(policy_table, fn, ...): fn(...) retried by a one-off policy.
@@ -475,7 +558,7 @@ function _M.retry(spec, fn, ...)
   local op = { name = spec.operation or "retry", timeout = spec.timeout or math.huge,
     retry = policy, idempotent = true, has_budget = spec.budget ~= nil }
   op.stats = stats_for(op.name)
-  return guarded(op, fn, nil, ...)
+  return guarded(op, fn, nil, false, ...)
 end
 
 function _M.stats()

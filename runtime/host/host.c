@@ -118,7 +118,28 @@ static int push_args(lua_State *L, const mnemo_host_options_t *options) {
   return nargs;
 }
 
-static void report(const char *program, const char *message) {
+/* mnemo's log lines are buffered (lua/mnemo/log.lua): the ones written
+ * before an error go out before its message, not after it at exit. */
+static void flush_logs(lua_State *L) {
+  int top = lua_gettop(L);
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "loaded");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "mnemo.log");
+      if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "flush");
+        if (lua_isfunction(L, -1))
+          (void)lua_pcall(L, 0, 0, 0);
+      }
+    }
+  }
+  lua_settop(L, top);
+}
+
+static void report(lua_State *L, const char *program, const char *message) {
+  if (L != NULL)
+    flush_logs(L);
   fprintf(stderr, "%s: %s\n", program, message);
   fflush(stderr);
 }
@@ -141,7 +162,7 @@ static int load_script(lua_State *L, const mnemo_host_options_t *options) {
     status = luaL_loadfile(L, options->script);
   }
   if (status != 0) {
-    report(options->program, lua_tostring(L, -1));
+    report(L, options->program, lua_tostring(L, -1));
     lua_pop(L, 1);
     return MNEMO_EXIT_ERROR;
   }
@@ -166,13 +187,13 @@ static int load_policy(host_t *host, const mnemo_host_options_t *options) {
     lua_setfield(L, -2, "watch");
     rc = lua_pcall(L, 2, 2, -5);
     if (rc == 0 && lua_isnil(L, -2)) {
-      report(options->program, lua_tostring(L, -1));
+      report(L, options->program, lua_tostring(L, -1));
       lua_settop(L, 0);
       return MNEMO_EXIT_ERROR;
     }
   }
   if (rc != 0) {
-    report(options->program, lua_tostring(L, -1));
+    report(L, options->program, lua_tostring(L, -1));
     lua_settop(L, 0);
     return MNEMO_EXIT_ERROR;
   }
@@ -237,13 +258,13 @@ int mnemo_host_run(const mnemo_host_options_t *options) {
   memset(&host, 0, sizeof(host));
   rc = uv_loop_init(&host.loop);
   if (rc != 0) {
-    report(options->program, uv_strerror(rc));
+    report(NULL, options->program, uv_strerror(rc));
     return MNEMO_EXIT_ERROR;
   }
   if ((rc = watch_signal(&host, &host.sigint, SIGINT)) != 0 ||
       (rc = watch_signal(&host, &host.sigterm, SIGTERM)) != 0 ||
       (rc = start_lua(&host)) != 0) {
-    report(options->program, uv_strerror(rc));
+    report(NULL, options->program, uv_strerror(rc));
     shutdown_host(&host);
     return MNEMO_EXIT_ERROR;
   }
@@ -267,7 +288,7 @@ int mnemo_host_run(const mnemo_host_options_t *options) {
     if (host.signal_exit != 0) {
       exit_code = host.signal_exit;
     } else if (mnemo_rt_take_error(host.rt, host.L)) {
-      report(options->program, lua_tostring(host.L, -1));
+      report(host.L, options->program, lua_tostring(host.L, -1));
       lua_pop(host.L, 1);
       exit_code = MNEMO_EXIT_ERROR;
     }
