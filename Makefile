@@ -57,6 +57,7 @@ help:
 	@echo "make bench    benchmarks, each printing a ratio against its baseline"
 	@echo "make chaos    fault-injection specs (tests/chaos/): killed servers, resets, kill -9"
 	@echo "make stress   index 10,000 generated files; wall time, peak RSS, every file accounted for"
+	@echo "make recovery index a real tree under seeded faults; recovery rate, files stored"
 	@echo "make fuzz     libFuzzer (clang): chunker, policy, policy_shapes targets, FUZZ_SECONDS (60) each"
 	@echo "make format   clang-format the C sources"
 	@echo "make deps     install missing Debian packages (scripts/install-deps)"
@@ -144,7 +145,7 @@ _bench: all $(BENCHES)
 	@scripts/run-benches
 
 # Chaos and stress: real faults, see docs/RELIABILITY.md.
-.PHONY: chaos stress _chaos _stress
+.PHONY: chaos stress _chaos _stress recovery
 chaos stress:
 	@scripts/install-deps --quiet
 	@$(MAKE) --no-print-directory -j$$(nproc) _$@
@@ -154,6 +155,9 @@ _chaos: all
 
 _stress: all
 	@scripts/run-stress
+
+recovery: all
+	@scripts/recovery-run
 
 # libFuzzer targets (fuzz/*.c; see the comment at the top of each), built with
 # clang under ASan+UBSan, each run FUZZ_SECONDS by fuzz/run (corpus, seeds,
