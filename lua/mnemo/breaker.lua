@@ -152,9 +152,10 @@ end
 core.set_breaker_listener(function(name, from, to)
   local b = registry[name]
   if b and to == "open" then
-    -- A plain copy: the cause outlives the call that failed, and a shared
-    -- error as its own cause would read its own live fields.
-    b.open_cause = errors.plain_copy(b.last_failure)
+    -- A shared error (a nested breaker's fast-fail) is copied: its live
+    -- fields would change under the cause.
+    local cause = b.last_failure
+    b.open_cause = errors.is_shared(cause) and errors.plain_copy(cause) or cause
   end
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })

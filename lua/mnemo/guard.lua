@@ -69,6 +69,12 @@ local function compile_op(name, spec, timeouts, retries)
     next_delay = spec.next_delay,
     stats = stats_for(name),
   }
+  op.retryable = {}
+  if op.retry then
+    for _, class in ipairs(errors.CLASSES) do
+      op.retryable[class] = op.retry:should(class, 1)
+    end
+  end
   return op
 end
 
@@ -380,14 +386,29 @@ local function fallback_context(op, attempts)
   return ctx
 end
 
+-- Failures travel back up as FAILED, err (never raised inside): mnemo.guard
+-- raises err at its top, once, after the correlation id is released;
+-- mnemo.try returns nil, err. So the success path needs no pcall of its
+-- own, and a fast-fail unwinds nothing.
+local FAILED = setmetatable({}, { __tostring = function()
+  return "mnemo.guard: failed"
+end })
+
+-- A caller's fallback may raise: that error is the call's.
+local function fallback_returned(ok, ...)
+  if ok then
+    return ...
+  end
+  return FAILED, (...)
+end
+
 -- The call failed for good (after `attempts`). One line for the first
 -- failure of its operation and error kind in the summary interval, every
 -- other one counted in mnemo.log_summary's line: during an outage that is
--- a handful of lines, not one per call. `soft`: return nil, err (the
--- non-raising entry) instead of raising.
-local function fail(op, s, attempts, opts, err, soft)
+-- a handful of lines, not one per call.
+local function fail(op, s, attempts, opts, err, class)
   s.failures = s.failures + 1
-  local class = classify(err)
+  class = class or classify(err)
   local fallback = opts and opts.fallback
   local answered = fallback or op.fallback
   if log_summary.note(answered and "fallback" or "failed", op.name, class) then
@@ -400,7 +421,7 @@ local function fail(op, s, attempts, opts, err, soft)
   if fallback then
     s.fallbacks = s.fallbacks + 1
     error_events.guard_failure(op, err, attempts, true, opts)
-    return fallback(err, fallback_context(op, attempts))
+    return fallback_returned(pcall(fallback, err, fallback_context(op, attempts)))
   end
   if op.fallback then
     -- A policy's fallback is a sandboxed hook: if it fails, the original
@@ -413,10 +434,7 @@ local function fail(op, s, attempts, opts, err, soft)
     end
   end
   error_events.guard_failure(op, err, attempts, false, opts)
-  if soft then
-    return nil, err
-  end
-  error(err, 0)
+  return FAILED, err
 end
 
 -- After a failed attempt: retries, in tail calls so results flow through
@@ -430,7 +448,7 @@ local function retry_loop(ctx, ok, ...)
   local err = ...
   local delay = next_delay(ctx, err)
   if not delay then
-    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err, ctx.soft)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, err)
   end
   ctx.stats.retries = ctx.stats.retries + 1
   local class = classify(err)
@@ -439,7 +457,7 @@ local function retry_loop(ctx, ok, ...)
     error = tostring(err), class = class })
   local slept, serr = core.sleep(delay)
   if not slept then
-    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, serr, ctx.soft)
+    return fail(ctx.op, ctx.stats, ctx.attempt, ctx.opts, serr)
   end
   ctx.attempt = ctx.attempt + 1
   local args = ctx.args
@@ -448,24 +466,42 @@ end
 
 local NO_ARGS = { n = 0 }
 
+-- Whether the policy would retry a first failure of this class, from a
+-- table made at configuration (a C call per failure otherwise); classes
+-- not in the list ask the policy.
+local function retried_first(op, class)
+  local known = op.retryable
+  local r = known and known[class]
+  if r == nil then
+    r = op.retry:should(class, 1)
+  end
+  return r
+end
+
 -- args: nil when the operation is not retried, else its arguments (a
 -- shared empty table when there are none, the common case: no allocation).
 -- An error the policy never retries (a fast-fail, a bad request) goes
 -- straight to fail: no retry context, no delay computed. A should_retry
 -- hook decides for itself, so it always gets the context.
-local function first(op, s, opts, fn, args, soft, ok, ...)
+local function first(op, s, opts, fn, args, ok, ...)
   if ok then
     s.successes = s.successes + 1
     return ...
   end
-  if not args or (not op.should_retry and not op.retry:should(classify((...)), 1)) then
-    return fail(op, s, 1, opts, (...), soft)
+  if not args then
+    return fail(op, s, 1, opts, (...))
   end
-  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, fn = fn, args = args, soft = soft }
+  if not op.should_retry then
+    local class = classify((...))
+    if not retried_first(op, class) then
+      return fail(op, s, 1, opts, (...), class)
+    end
+  end
+  local ctx = { op = op, stats = s, attempt = 1, prev_delay = 0, opts = opts, fn = fn, args = args }
   return retry_loop(ctx, false, ...)
 end
 
-local function guarded(op, fn, opts, soft, ...)
+local function guarded(op, fn, opts, ...)
   local s = op.stats
   s.calls = s.calls + 1
   local args = nil
@@ -476,7 +512,7 @@ local function guarded(op, fn, opts, soft, ...)
     local n = select("#", ...)
     args = n == 0 and NO_ARGS or { n = n, ... }
   end
-  return first(op, s, opts, fn, args, soft, attempt(op, s, 1, opts, fn, ...))
+  return first(op, s, opts, fn, args, attempt(op, s, 1, opts, fn, ...))
 end
 
 local function check(operation, fn)
@@ -493,35 +529,41 @@ local function check(operation, fn)
   return op
 end
 
-local function soft_result(ok, ...)
+-- An overall deadline for all attempts together: mnemo.timeout raises its
+-- TimeoutError, which becomes FAILED, err like any failure.
+local function deadline_returned(ok, ...)
   if ok then
     return ...
   end
-  return nil, (...)
+  return FAILED, (...)
 end
 
-local function run(op, fn, opts, soft, ...)
+local function run(op, fn, opts, ...)
   if op.deadline then
-    -- An overall deadline for all attempts together (its TimeoutError is
-    -- raised by mnemo.timeout: returned instead for the soft entry).
-    local spec = { seconds = op.deadline, operation = op.name .. " (all attempts)", context = opts and opts.context }
-    if soft then
-      return soft_result(pcall(timeout.timeout, spec, guarded, op, fn, opts, soft, ...))
-    end
-    return timeout.timeout(spec, guarded, op, fn, opts, soft, ...)
+    return deadline_returned(pcall(timeout.timeout, { seconds = op.deadline,
+      operation = op.name .. " (all attempts)", context = opts and opts.context }, guarded, op, fn, opts, ...))
   end
-  return guarded(op, fn, opts, soft, ...)
+  return guarded(op, fn, opts, ...)
 end
 
 -- A call made outside any correlation id gets its own for its duration
 -- (mnemo.correlation: a number until read, so this costs no allocation).
 local begin_id, finish_id = correlation.begin, correlation.finish
-local function finished(token, ok, ...)
+
+local function raised(token, first_value, ...)
   finish_id(token)
-  if not ok then
+  if first_value == FAILED then
     error((...), 0)
   end
-  return ...
+  return first_value, ...
+end
+
+local function returned(token, first_value, ...)
+  finish_id(token)
+  if first_value == FAILED then
+    return nil, (...)
+  end
+  return first_value, ...
 end
 
 -- mnemo.guard(operation, fn [, opts], ...): opts.fallback(err, ctx),
@@ -529,24 +571,16 @@ end
 -- is no fallback.
 function _M.guard(operation, fn, opts, ...)
   local op = check(operation, fn)
-  local token = begin_id()
-  if token then
-    return finished(token, pcall(run, op, fn, opts, false, ...))
-  end
-  return run(op, fn, opts, false, ...)
+  return raised(begin_id(), run(op, fn, opts, ...))
 end
 
 -- mnemo.try(operation, fn [, opts], ...): the same guarded call, but a
--- failure is returned as nil, err (OpenResty style) instead of raised:
--- no error is raised and unwound on the fast-fail path. fn's own results
--- on success (a fn that can return nil tells the two apart by err).
+-- failure is returned as nil, err (OpenResty style) instead of raised: no
+-- error is raised and unwound on the fast-fail path. fn's own results on
+-- success (a fn that can return nil tells the two apart by err).
 function _M.try(operation, fn, opts, ...)
   local op = check(operation, fn)
-  local token = begin_id()
-  if token then
-    return finished(token, pcall(run, op, fn, opts, true, ...))
-  end
-  return run(op, fn, opts, true, ...)
+  return returned(begin_id(), run(op, fn, opts, ...))
 end
 
 -- mnemo.retry(policy_table, fn, ...): fn(...) retried by a one-off policy.
@@ -558,7 +592,7 @@ function _M.retry(spec, fn, ...)
   local op = { name = spec.operation or "retry", timeout = spec.timeout or math.huge,
     retry = policy, idempotent = true, has_budget = spec.budget ~= nil }
   op.stats = stats_for(op.name)
-  return guarded(op, fn, nil, false, ...)
+  return raised(nil, guarded(op, fn, nil, ...))
 end
 
 function _M.stats()

@@ -842,3 +842,186 @@ describe("mnemo.guard, queued in a bulkhead", function()
     assert.equal("closed", br:state())
   end)
 end)
+
+describe("fast paths", function()
+  local lines, restore
+  before_each(function()
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+  end)
+
+  local function open_op(extra)
+    local op, name = uniq("fast"), uniq("fast_br")
+    local spec = { breaker = name }
+    for k, v in pairs(extra or {}) do
+      spec[k] = v
+    end
+    mnemo.configure {
+      retry = { r = { attempts = 3, base = 0.001, max = 0.001, jitter = "none", on = { "connection" } } },
+      breakers = { [name] = { failure_threshold = 3, recovery_timeout = 3600 } },
+      operations = { [op] = spec },
+    }
+    for i = 1, 3 do
+      local v, err = mnemo.try(op, function()
+        error(mnemo.error("connection", "refused #" .. i))
+      end)
+      assert(v == nil and err.kind == "connection", tostring(err))
+    end
+    assert.equal("open", mnemo.breaker.get(name):state())
+    return op, name
+  end
+
+  it("mnemo.try returns fn's results, or nil and the error, and never raises", function()
+    local op = uniq("try")
+    mnemo.configure { operations = { [op] = { timeout = 1 } } }
+    assert.same({ 1, 2, 3 }, { mnemo.try(op, function(a, b)
+      return a, b, 3
+    end, nil, 1, 2) })
+    local v, err = mnemo.try(op, function()
+      error(mnemo.error("auth", "denied"))
+    end)
+    assert.is_nil(v)
+    assert.equal("auth", err.kind)
+    assert.equal("fell back", mnemo.try(op, error, { fallback = function()
+      return "fell back"
+    end }))
+    -- a raising fallback's error is the call's: returned, not raised
+    v, err = mnemo.try(op, error, { fallback = function()
+      error("fallback broke", 0)
+    end })
+    assert.is_nil(v)
+    assert.equal("fallback broke", err)
+    -- mnemo.guard raises the same errors
+    local ok, gerr = pcall(mnemo.guard, op, error, { fallback = function()
+      error("fallback broke", 0)
+    end })
+    assert.is_false(ok)
+    assert.equal("fallback broke", gerr)
+  end)
+
+  it("fast-fails return one shared, read-only error carrying what opened the breaker", function()
+    local op, name = open_op()
+    local _, e1 = mnemo.try(op, error)
+    local ok, e2 = pcall(mnemo.guard, op, error)
+    assert.is_false(ok)
+    assert.is_true(rawequal(e1, e2), "one error object for every fast-fail")
+    assert.equal("circuit_open", e1.kind)
+    assert.equal(name, e1.breaker)
+    assert.equal(op, e1.operation)
+    assert.is_true(e1.retry_after > 3500)
+    assert.equal("connection", e1.cause.kind)
+    assert.equal("refused #3", e1.cause.message)
+    assert.matches("it opened on: refused #3", tostring(e1))
+    local wrote = pcall(function()
+      e1.cause = "mine"
+    end)
+    assert.is_false(wrote, "a shared error cannot be changed")
+    assert.equal("connection", e1.cause.kind)
+    local copy = mnemo.errors.plain_copy(e1)
+    copy.note = "kept"
+    assert.equal("circuit_open", copy.kind)
+    assert.equal("connection", copy.cause.kind)
+    assert.is_true(copy.retry_after > 3500)
+  end)
+
+  it("a full bulkhead's rejection is a shared error too", function()
+    local op, bh = uniq("bh_op"), uniq("bh")
+    mnemo.configure {
+      bulkheads = { [bh] = { max_concurrent = 1, max_queue = 0 } },
+      operations = { [op] = { bulkhead = bh } },
+    }
+    local errs = {}
+    mnemo.run(function()
+      local holder = start(mnemo.guard, op, function()
+        mnemo.sleep(0.02)
+      end)
+      mnemo.sleep(0.001)
+      for i = 1, 2 do
+        local _, err = mnemo.try(op, error)
+        errs[i] = err
+      end
+      while not holder.result do
+        mnemo.sleep(0.005)
+      end
+    end)
+    assert.equal("bulkhead_full", errs[1].kind)
+    assert.is_true(rawequal(errs[1], errs[2]))
+  end)
+
+  it("allocates nothing per call on the success path or per fast-fail", function()
+    local op = uniq("alloc")
+    mnemo.configure {
+      retry = { r = { attempts = 3, base = 0.001, max = 0.001, jitter = "none", on = { "connection" } } },
+      breakers = { [op] = { failure_threshold = 5, recovery_timeout = 3600 } },
+      operations = { [op] = { timeout = 1, retry = "r", breaker = op, idempotent = true } },
+    }
+    local function work()
+      return 1
+    end
+    local function per_call(fn)
+      fn(2000)
+      collectgarbage()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      fn(20000)
+      local grew = (collectgarbage("count") - before) * 1024
+      collectgarbage("restart")
+      return grew / 20000
+    end
+    local guard, try = mnemo.guard, mnemo.try
+    local success = per_call(function(n)
+      for _ = 1, n do
+        guard(op, work)
+      end
+    end)
+    assert.is_true(success < 1, ("%.1f bytes per successful call"):format(success))
+    local b = mnemo.breaker.get(op)
+    for _ = 1, 5 do
+      pcall(b.call, b, function()
+        error(mnemo.error("connection"))
+      end)
+    end
+    assert.equal("open", b:state())
+    local fallback = { fallback = function()
+      return 0
+    end }
+    local fast = per_call(function(n)
+      for _ = 1, n do
+        try(op, work)
+        guard(op, work, fallback)
+      end
+    end) / 2
+    assert.is_true(fast < 1, ("%.1f bytes per fast-fail"):format(fast))
+  end)
+
+  it("gives a call outside any correlation id its own, seen by its log lines and errors", function()
+    local op = uniq("cid")
+    mnemo.configure { operations = { [op] = { timeout = 1 } } }
+    local seen = {}
+    for i = 1, 2 do
+      mnemo.try(op, function()
+        seen[i] = mnemo.correlation.current()
+        error(mnemo.error("auth", "denied"))
+      end)
+    end
+    assert.is_string(seen[1])
+    assert.are_not.equal(seen[1], seen[2])
+    assert.is_nil(mnemo.correlation.current(), "released after the call")
+    local failed = events(lines, "call_failed")
+    assert.equal(seen[1], failed[#failed].correlation_id)
+    -- inside an id, the call uses it, also when nested
+    mnemo.correlation.with("outer-1", function()
+      mnemo.try(op, function()
+        mnemo.try(op, function()
+          seen.inner = mnemo.correlation.current()
+        end)
+      end)
+    end)
+    assert.equal("outer-1", seen.inner)
+    -- released after a raise too
+    pcall(mnemo.guard, op, error)
+    assert.is_nil(mnemo.correlation.current())
+  end)
+end)
