@@ -7,6 +7,8 @@
 --   correlation.with(id, fn, ...)  -> fn(...) with `id` in force (restored
 --                                     after, also when fn raises)
 --   correlation.new()              -> a fresh id, "<8 hex>-<counter hex>"
+--   correlation.named()            -> current(), but nil for a guard's id
+--                                     nobody has read yet
 --   correlation.begin() / finish(token)
 --                                  the guard's own: an id for a call made
 --                                  outside any; costs no allocation until
@@ -62,6 +64,19 @@ function _M.current()
     ids[key] = id
   end
   return id
+end
+
+-- The id only if someone has seen it: one set by `with` (a request, a
+-- file), or a guard's that was read (a log line, fn itself). A guard's
+-- unread id is nil: nothing else carries it, so recording it (an error
+-- event per fast-fail) would format a string per call that nobody can
+-- search for.
+function _M.named()
+  local id = ids[running() or MAIN]
+  if type(id) == "string" then
+    return id
+  end
+  return nil
 end
 
 local function restore(key, previous, ok, ...)

@@ -126,11 +126,14 @@ local record_raw = core.error_record
 local current = correlation.current
 core.error_correlation_source(current)
 
--- The caller's id, else the task's; false (none: C looks no further).
+-- The caller's id, else the task's if anyone has seen it (a guard's own
+-- id, never read, names nothing: see correlation.named); false (none: C
+-- looks no further).
+local named = correlation.named
 local function correlation_of(extra)
   local id = extra and extra.correlation_id
   if id == nil then
-    id = current() or false
+    id = named() or false
   end
   return id
 end
