@@ -4,6 +4,9 @@
 --   embed.hashing(dims)             built in, deterministic, no model files
 --   embed.http{ url = ..., model = ..., dims = ... }
 --                                   an OpenAI-compatible /v1/embeddings server
+--                                   (each request carries the caller's
+--                                   correlation id as X-Request-Id: the
+--                                   indexed file's, see mnemo.http_client)
 local core = require "mnemo_core"
 local cjson = require "cjson.safe"
 local http = require "mnemo.http_client"

@@ -4,10 +4,17 @@
 -- deadline closes the socket (luv handles opened in a scope are closed
 -- when it expires). Errors carry a class: connection, timeout, http_5xx,
 -- rate_limited (with retry_after), invalid_input, auth, not_found.
+--
+-- A request made under a correlation id (mnemo.correlation: an HTTP
+-- request's, an indexed file's, a guarded call's) carries it as
+-- X-Request-Id, so the server's logs name the same id, unless the caller
+-- sets that header itself; an id that is not safe in a header (anything
+-- but A-Z a-z 0-9 . _ : -, or longer than 128) is not sent.
 local uv = require "luv"
 local core = require "mnemo_core"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
+local correlation = require "mnemo.correlation"
 
 local _M = {}
 
@@ -50,8 +57,16 @@ function _M.request(req)
   local body = req.body or ""
   local lines = { ("%s %s HTTP/1.1"):format(req.method or "GET", u.path), "Host: " .. u.host,
     "Connection: close", "Content-Length: " .. #body }
+  local own_id = false
   for k, v in pairs(req.headers or {}) do
     lines[#lines + 1] = k .. ": " .. v
+    if type(k) == "string" and k:lower() == "x-request-id" then
+      own_id = true
+    end
+  end
+  local id = not own_id and correlation.current()
+  if id and #id <= 128 and id:find("^[A-Za-z0-9._:%-]+$") then
+    lines[#lines + 1] = "X-Request-Id: " .. id
   end
   local wire = table.concat(lines, "\r\n") .. "\r\n\r\n" .. body
   local tcp = uv.new_tcp()

@@ -3,6 +3,12 @@
 -- deadline, retries and breaker. Nothing is marked done that is not
 -- committed; a file that fails is recorded with its reason and the run goes
 -- on. See docs/ARCHITECTURE.md ("The pipeline").
+--
+-- Each file's work (read, parse, chunk, embed, store, and its failure
+-- record) runs under a correlation id of its own (mnemo.correlation.new(),
+-- a new one each time a deferred file is tried again): its log lines,
+-- error events and client calls (the HTTP embedder's X-Request-Id) name
+-- it, and report.failed lists it beside the file.
 local bit = require "bit"
 local uv = require "luv"
 local core = require "mnemo_core"
@@ -18,6 +24,7 @@ local breaker = require "mnemo.breaker"
 local mnemo_cache = require "mnemo.cache"
 local redis = require "mnemo.redis"
 local mnemo_chunker = require "mnemo.chunker"
+local correlation = require "mnemo.correlation"
 local cjson = require "cjson"
 
 local _M = {}
@@ -375,6 +382,7 @@ local function record(run, file, outcome, reason)
     r.skipped[#r.skipped + 1] = { file = file.rel, reason = reason }
   else
     r.files_failed = r.files_failed + 1
+    r.failed[#r.failed + 1] = { file = file.rel, reason = reason, correlation_id = correlation.current() }
   end
   if reason then
     r.reasons[reason] = (r.reasons[reason] or 0) + 1
@@ -524,8 +532,10 @@ end
 --   content, under embedder_name = "custom"),
 --   follow_symlinks = false (true: follow a symlink whose real target is
 --     inside root; one pointing outside it is never followed) }
--- -> report table: counts, reasons (reason -> count) and skipped (a list of
--- { file = rel, reason = ... }).
+-- -> report table: counts, reasons (reason -> count), skipped (a list of
+-- { file = rel, reason = ... }) and failed (a list of { file = rel, reason,
+-- correlation_id }: the id the file's work ran under, which its log lines
+-- and error_logs rows carry).
 function _M.index(opts)
   if type(opts) ~= "table" or type(opts.root) ~= "string" then
     error("mnemo.index: expected { root = DIR, repository = NAME, ... }", 2)
@@ -559,7 +569,7 @@ function _M.index(opts)
     report = { files_total = 0, files_indexed = 0, files_unchanged = 0, files_skipped = 0, files_failed = 0,
       chunks = 0, embeddings_pending = 0, embeddings_backfilled = 0, embeddings_cached = 0, embed_failures = 0,
       cache_hits = 0,
-      reasons = {}, skipped = {} },
+      reasons = {}, skipped = {}, failed = {} },
   }
   local st = uv.fs_stat(opts.root)
   if not st or st.type ~= "directory" then
@@ -603,6 +613,15 @@ function _M.index(opts)
   end
   local done, last_progress = 0, t0
   local total = #files
+  -- One file's work and, if it fails, its record: under the file's id.
+  local function index_file(w, file)
+    local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
+      operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
+    if not ok then
+      local kind = errors.classify(err)
+      record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
+    end
+  end
   -- Runs the workers over `list` until it is done.
   local function run_files(list)
     local next_file, finished = 1, 0
@@ -613,12 +632,7 @@ function _M.index(opts)
         while next_file <= #list do
           local file = list[next_file]
           next_file = next_file + 1
-          local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
-            operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
-          if not ok then
-            local kind = errors.classify(err)
-            record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
-          end
+          correlation.with(correlation.new(), index_file, w, file)
           if not run.deferred[file] then
             done = done + 1
             if opts.on_file then

@@ -2,6 +2,8 @@
 -- block), with the built-in chunker and embedder.
 local mnemo = require "mnemo"
 local h = require "helpers"
+local uv = require "luv"
+local cjson = require "cjson"
 
 local function mkdir(p)
   assert(os.execute("mkdir -p '" .. p .. "'") == 0)
@@ -39,6 +41,62 @@ export function total(items) {
   h.write_file(root .. "/pkg/huge.py", ("x = 1\n"):rep(400000))
   assert(os.execute("ln -s .. '" .. root .. "/pkg/loop'") == 0)
   return root
+end
+
+-- An OpenAI-style embedding server in this process (a luv TCP server)
+-- that keeps each request's headers and input.
+local function embedding_server()
+  local server = uv.new_tcp()
+  assert(server:bind("127.0.0.1", 0))
+  local got = {}
+  server:listen(16, function()
+    local client = uv.new_tcp()
+    server:accept(client)
+    local buf = ""
+    client:read_start(function(err, chunk)
+      if err or not chunk then
+        if not client:is_closing() then
+          client:close()
+        end
+        return
+      end
+      buf = buf .. chunk
+      local head, body = buf:match("^(.-)\r\n\r\n(.*)$")
+      local len = head and tonumber(head:match("[Cc]ontent%-[Ll]ength:%s*(%d+)")) or 0
+      if head and #body >= len then
+        client:read_stop()
+        local headers = {}
+        for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
+          headers[k:lower()] = v
+        end
+        local doc = cjson.decode(body)
+        local _, id_headers = head:gsub("\r\n[Xx]%-[Rr]equest%-[Ii]d:", "")
+        got[#got + 1] = { headers = headers, input = doc.input, id_headers = id_headers }
+        local data = {}
+        for i, text in ipairs(doc.input) do
+          local vec = {}
+          for x in require("mnemo_core").embed_hashing(text, 384):gmatch("[^{},]+") do
+            vec[#vec + 1] = tonumber(x)
+          end
+          data[i] = { index = i - 1, embedding = vec }
+        end
+        local out = cjson.encode { data = data }
+        client:write(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+          .. "Connection: close\r\n\r\n%s"):format(#out, out), function()
+          client:close()
+        end)
+      end
+    end)
+  end)
+  -- close() lets the loop run the close callbacks (luv calls into Lua from
+  -- them: left for the state's teardown, they crash it).
+  return { url = ("http://127.0.0.1:%d"):format(server:getsockname().port), got = got,
+    close = function()
+      server:close()
+      mnemo.run(function()
+        mnemo.sleep(0.02)
+      end)
+    end }
 end
 
 describe("mnemo.index", function()
@@ -176,6 +234,116 @@ describe("mnemo.index", function()
     assert.equal(3, embedded, "only b() was embedded again")
     assert.equal(1, r.embeddings_cached)
     assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE repository = 'embcache' AND embedding IS NULL")[1].n)
+  end)
+
+  it("runs each file under its own correlation id: the file's errors, log lines and report carry it", function()
+    local repo = os.tmpname()
+    os.remove(repo)
+    mkdir(repo)
+    h.write_file(repo .. "/a.py", "def fn_a():\n    return 1\n")
+    h.write_file(repo .. "/b.py", "def fn_b():\n    return 2\n")
+    h.write_file(repo .. "/c.py", "def corr_poison():\n    return 3\n")
+    sql([[CREATE OR REPLACE FUNCTION refuse_corr_poison() RETURNS trigger AS $$
+      BEGIN
+        IF NEW.name_path = 'corr_poison' THEN
+          RAISE EXCEPTION 'poisoned chunk' USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+      END $$ LANGUAGE plpgsql]])
+    sql([[CREATE TRIGGER refuse_corr_poison BEFORE INSERT ON code_chunks
+      FOR EACH ROW EXECUTE FUNCTION refuse_corr_poison()]])
+    finally(function()
+      sql("DROP TRIGGER refuse_corr_poison ON code_chunks")
+    end)
+    mnemo.tracking.reset()
+    local ids = {}
+    local hashing = mnemo.embed.hashing(384)
+    local function embedder(chunks)
+      local name
+      for _, c in ipairs(chunks) do
+        name = name or (c.source or ""):match("def ([%w_]+)")
+      end
+      ids[name] = mnemo.correlation.current()
+      if name == "fn_b" then
+        error(mnemo.error("invalid_input", "the model refused fn_b"))
+      end
+      return hashing(chunks)
+    end
+    local cache = mnemo.cache.cascade { l1 = mnemo.cache.new { max_bytes = 1024 * 1024 } }
+    local r = index { root = repo, repository = "correlated", embedder = embedder, embedding_cache = false,
+      cache = cache, backfill = false, concurrency = 2 }
+    assert.equal(2, r.files_indexed) -- b.py with its embedding pending
+    assert.equal(1, r.files_failed)
+    for _, name in ipairs({ "fn_a", "fn_b", "corr_poison" }) do
+      assert.matches("^%x+%-%x+$", ids[name], 1, false, name)
+    end
+    assert.are_not.equal(ids.fn_a, ids.fn_b)
+    assert.are_not.equal(ids.fn_b, ids.corr_poison)
+    assert.are_not.equal(ids.fn_a, ids.corr_poison)
+    -- The report names the failed file with its id.
+    assert.same({ { file = "c.py", reason = "store_constraint", correlation_id = ids.corr_poison } }, r.failed)
+    -- Each failure was recorded under its own file's id.
+    local by_op = {}
+    for _, e in ipairs(mnemo.tracking.queued()) do
+      by_op[e.operation or e.error_type] = e
+    end
+    assert.equal(ids.fn_b, by_op.embed_batch.correlation_id)
+    assert.equal(ids.corr_poison, by_op.db_write.correlation_id)
+    assert.matches("c.py", by_op.db_write.context)
+    local failed = h.events(lines, "file_failed")
+    assert.equal(1, #failed)
+    assert.equal("c.py", failed[1].file_path)
+    assert.equal(ids.corr_poison, failed[1].correlation_id)
+    -- Nothing of it is left on the caller.
+    assert.is_nil(mnemo.correlation.current())
+    mnemo.tracking.reset()
+  end)
+
+  it("sends each file's id to an HTTP embedder as X-Request-Id", function()
+    local server = embedding_server()
+    finally(server.close)
+    local repo = os.tmpname()
+    os.remove(repo)
+    mkdir(repo)
+    for _, name in ipairs({ "one", "two", "three" }) do
+      h.write_file(repo .. "/" .. name .. ".py", ("def via_http_%s():\n    return 1\n"):format(name))
+    end
+    local cache = mnemo.cache.cascade { l1 = mnemo.cache.new { max_bytes = 1024 * 1024 } }
+    local r = index { root = repo, repository = "viahttp", embedder = mnemo.embed.http { url = server.url },
+      embedding_cache = false, cache = cache, backfill = false }
+    assert.equal(3, r.files_indexed)
+    assert.equal(0, r.embed_failures)
+    assert.equal(3, #server.got)
+    local seen = {}
+    for _, req in ipairs(server.got) do
+      local id = req.headers["x-request-id"]
+      assert.matches("^%x+%-%x+$", id)
+      assert.equal(1, req.id_headers)
+      assert.is_nil(seen[id], "one id per file")
+      seen[id] = true
+      assert.matches("via_http_", table.concat(req.input, "\n"))
+    end
+    assert.equal(0, sql("SELECT count(*) AS n FROM code_chunks WHERE repository = 'viahttp' AND embedding IS NULL")[1].n)
+
+    -- The client sends the caller's id, never two, never one unsafe in a header.
+    mnemo.run(function()
+      local client = require "mnemo.http_client"
+      local function post(headers)
+        assert(client.request { url = server.url .. "/v1/embeddings", method = "POST", headers = headers,
+          body = cjson.encode { input = { "x" } } })
+        return server.got[#server.got]
+      end
+      local got = mnemo.correlation.with("abc-1", post, {})
+      assert.equal("abc-1", got.headers["x-request-id"])
+      got = mnemo.correlation.with("abc-1", post, { ["X-Request-Id"] = "mine" })
+      assert.equal("mine", got.headers["x-request-id"])
+      assert.equal(1, got.id_headers)
+      got = mnemo.correlation.with("bad\r\nInjected: yes", post, {})
+      assert.is_nil(got.headers["x-request-id"])
+      assert.is_nil(got.headers["injected"])
+      got = post({})
+      assert.is_nil(got.headers["x-request-id"], "no id outside a correlation")
+    end)
   end)
 
   it("refuses a wrong DSN or a missing root with a clear error, and touches nothing", function()
