@@ -108,7 +108,7 @@ local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_m
 local TRACKING_KEYS = set { "capacity", "max_bytes", "window", "batch", "interval", "max_backoff", "retention_days",
   "retention_interval", "service" }
 local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "webhook" }
-local JITTERS = set { "none", "full", "equal", "decorrelated" }
+local JITTERS = set { "none", "full", "equal", "decorrelated", "proportional" }
 
 local DURATION = { what = "a number of seconds > 0", above = 0 }
 
@@ -139,7 +139,7 @@ function Checker:retry(r, path)
   end
   self:number(r, path, "multiplier", { what = "a number >= 1", min = 1 })
   if r.jitter ~= nil and not JITTERS[r.jitter] then
-    self:problem(path .. ".jitter", "none, full, equal or decorrelated", r.jitter)
+    self:problem(path .. ".jitter", "none, full, equal, decorrelated or proportional", r.jitter)
   end
   self:classes(r.on, path .. ".on")
   self:classes(r.never, path .. ".never")

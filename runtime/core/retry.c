@@ -12,6 +12,7 @@ static const char *const jitter_names[MNEMO_JITTER_COUNT] = {
     [MNEMO_JITTER_FULL] = "full",
     [MNEMO_JITTER_EQUAL] = "equal",
     [MNEMO_JITTER_DECORRELATED] = "decorrelated",
+    [MNEMO_JITTER_PROPORTIONAL] = "proportional",
 };
 
 int mnemo_jitter_parse(const char *name, mnemo_jitter_t *out) {
@@ -104,7 +105,9 @@ int mnemo_retry_policy_validate(const mnemo_retry_policy_t *p, char *err,
     problem(&pr, "multiplier: expected a finite number >= 1, got %g",
             p->multiplier);
   if ((unsigned)p->jitter >= MNEMO_JITTER_COUNT)
-    problem(&pr, "jitter: expected none, full, equal or decorrelated, got %d",
+    problem(&pr,
+            "jitter: expected none, full, equal, decorrelated or "
+            "proportional, got %d",
             (int)p->jitter);
   check_classes(&pr, "on", p->retry_on);
   check_classes(&pr, "never", p->never_retry);
@@ -165,6 +168,14 @@ uint64_t mnemo_retry_delay(const mnemo_retry_policy_t *p, uint32_t attempt,
       hi = p->base_ns;
     d = mnemo_rng_range(rng, p->base_ns, hi);
     return d < p->max_ns ? d : p->max_ns;
+  case MNEMO_JITTER_PROPORTIONAL:
+    /* d <= max already; the top of d * 1.25 is cut to max, so the draw is
+     * uniform over what is left (no pile of draws on max itself). */
+    d = exponential(p, attempt);
+    hi = d > UINT64_MAX - d / 4 ? UINT64_MAX : d + d / 4;
+    if (hi > p->max_ns)
+      hi = p->max_ns;
+    return mnemo_rng_range(rng, d - d / 4, hi);
   case MNEMO_JITTER_NONE:
   default:
     return exponential(p, attempt);

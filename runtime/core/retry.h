@@ -17,10 +17,12 @@ typedef enum {
   MNEMO_JITTER_FULL,         /* uniform [0, d] */
   MNEMO_JITTER_EQUAL,        /* d/2 + uniform [0, d/2] */
   MNEMO_JITTER_DECORRELATED, /* uniform [base, 3 * previous delay] */
+  MNEMO_JITTER_PROPORTIONAL, /* uniform [0.75 d, min(1.25 d, max)]: ±25% */
   MNEMO_JITTER_COUNT
 } mnemo_jitter_t;
 
-/* "none", "full", "equal", "decorrelated". 0 or MNEMO_EINVAL. */
+/* "none", "full", "equal", "decorrelated", "proportional". 0 or
+ * MNEMO_EINVAL. */
 int mnemo_jitter_parse(const char *name, mnemo_jitter_t *out);
 /* "unknown" for a value out of range. */
 const char *mnemo_jitter_name(mnemo_jitter_t j);
@@ -62,8 +64,12 @@ int mnemo_retry_should(const mnemo_retry_policy_t *p, mnemo_error_class_t c,
  * (saturating; attempt 0 counts as 1), then jittered. Decorrelated jitter
  * ignores `attempt` and uses `prev_delay_ns`, the delay this function
  * returned last time (0 before the first retry, taken as base): min(max,
- * uniform [base, max(base, 3 * prev)]). The result never exceeds max_ns. `rng`
- * may be NULL only with MNEMO_JITTER_NONE (a NULL rng means no jitter). */
+ * uniform [base, max(base, 3 * prev)]). Proportional jitter draws from
+ * d * [0.75, 1.25] with the top cut to max: uniform [d - d/4, min(d + d/4,
+ * max)] in integer ns (so d = max draws from [0.75 max, max], spread over
+ * that range rather than clamped onto max). The result never exceeds
+ * max_ns, for every jitter. `rng` may be NULL only with MNEMO_JITTER_NONE
+ * (a NULL rng means no jitter). */
 uint64_t mnemo_retry_delay(const mnemo_retry_policy_t *p, uint32_t attempt,
                            uint64_t prev_delay_ns, mnemo_rng_t *rng);
 

@@ -92,8 +92,8 @@ static int l_retry_policy_new(lua_State *L) {
   jitter = lua_tostring(L, -1);
   if (jitter != NULL && mnemo_jitter_parse(jitter, &r->policy.jitter) != 0) {
     lua_pushfstring(L,
-                    "jitter: expected none, full, equal or decorrelated, "
-                    "got %s\n",
+                    "jitter: expected none, full, equal, decorrelated or "
+                    "proportional, got %s\n",
                     jitter);
     luaL_addvalue(&errors);
     bad = 1;

@@ -101,12 +101,14 @@ static void test_rng_range_inclusive(void **state) {
 /* jitter names */
 
 static void test_jitter_names(void **state) {
-  static const char *const names[] = {"none", "full", "equal", "decorrelated"};
+  static const char *const names[] = {"none", "full", "equal", "decorrelated",
+                                      "proportional"};
   mnemo_jitter_t j;
   int i;
   (void)state;
 
-  for (i = 0; i < 4; i++) {
+  assert_int_equal(MNEMO_JITTER_COUNT, 5);
+  for (i = 0; i < 5; i++) {
     assert_string_equal(mnemo_jitter_name((mnemo_jitter_t)i), names[i]);
     j = MNEMO_JITTER_COUNT;
     assert_int_equal(mnemo_jitter_parse(names[i], &j), 0);
@@ -115,6 +117,7 @@ static void test_jitter_names(void **state) {
   assert_int_equal(mnemo_jitter_parse("Full", &j), MNEMO_EINVAL);
   assert_int_equal(mnemo_jitter_parse("", &j), MNEMO_EINVAL);
   assert_int_equal(mnemo_jitter_parse("exponential", &j), MNEMO_EINVAL);
+  assert_int_equal(mnemo_jitter_parse("proportionally", &j), MNEMO_EINVAL);
   assert_int_equal(mnemo_jitter_parse(NULL, &j), MNEMO_EINVAL);
   assert_string_equal(mnemo_jitter_name(MNEMO_JITTER_COUNT), "unknown");
 }
@@ -351,6 +354,131 @@ static void test_delay_decorrelated_jitter(void **state) {
   assert_int_equal(mnemo_retry_delay(&p, 1, 1, &r), p.base_ns);
 }
 
+/* Proportional jitter: d * U(0.75, 1.25), within [ceil(0.75 d), floor(1.25
+ * d)], mean d, spread over the whole range. */
+static void test_delay_proportional_jitter(void **state) {
+  mnemo_retry_policy_t p;
+  mnemo_rng_t r;
+  uint64_t d = 2 * SEC, lo = UINT64_MAX, hi = 0;
+  double sum = 0;
+  int i;
+  (void)state;
+
+  mnemo_retry_policy_default(&p); /* base 0.5 s, max 5 s; attempt 3: 2 s */
+  p.jitter = MNEMO_JITTER_PROPORTIONAL;
+  mnemo_rng_seed(&r, 4242);
+  for (i = 0; i < DRAWS; i++) {
+    uint64_t x = mnemo_retry_delay(&p, 3, 0, &r);
+    assert_true(x >= d - d / 4 && x <= d + d / 4);
+    sum += (double)x;
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  assert_true(fabs(sum / DRAWS - (double)d) < 0.005 * (double)d);
+  assert_true(lo < d * 3 / 4 + d / 200 && hi > d * 5 / 4 - d / 200);
+
+  /* Each attempt jitters its own exponential delay: 0.5, 1, 2, 4 s. */
+  for (i = 1; i <= 4; i++) {
+    uint64_t e = (500ull * MS) << (i - 1);
+    int k;
+    for (k = 0; k < 1000; k++) {
+      uint64_t x = mnemo_retry_delay(&p, (uint32_t)i, 0, &r);
+      assert_true(x >= e - e / 4 && x <= e + e / 4);
+    }
+  }
+
+  /* Tiny delays: 3 ns gives 3 - 0 .. 3 + 0 = 3; 4 ns gives 3..5. */
+  p.base_ns = 4;
+  p.max_ns = 100;
+  lo = UINT64_MAX;
+  hi = 0;
+  for (i = 0; i < 1000; i++) {
+    uint64_t x = mnemo_retry_delay(&p, 1, 0, &r);
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  assert_int_equal(lo, 3);
+  assert_int_equal(hi, 5);
+  p.base_ns = 3;
+  assert_int_equal(mnemo_retry_delay(&p, 1, 0, &r), 3);
+}
+
+/* The same seed gives the same delays; another seed others. */
+static void test_delay_proportional_seeded(void **state) {
+  mnemo_retry_policy_t p;
+  mnemo_rng_t a, b, c;
+  int i, differ = 0;
+  (void)state;
+
+  mnemo_retry_policy_default(&p);
+  p.jitter = MNEMO_JITTER_PROPORTIONAL;
+  mnemo_rng_seed(&a, 77);
+  mnemo_rng_seed(&b, 77);
+  mnemo_rng_seed(&c, 78);
+  for (i = 0; i < 1000; i++) {
+    uint32_t attempt = (uint32_t)(i % 4) + 1;
+    uint64_t x = mnemo_retry_delay(&p, attempt, 0, &a);
+    assert_int_equal(x, mnemo_retry_delay(&p, attempt, 0, &b));
+    differ += x != mnemo_retry_delay(&p, attempt, 0, &c);
+  }
+  assert_true(differ > 990);
+  /* Deterministic across runs and platforms too (rng_known_values): the
+   * first draw of seed 77 for d = 0.5 s. */
+  mnemo_rng_seed(&a, 77);
+  mnemo_rng_seed(&b, 77);
+  assert_int_equal(mnemo_retry_delay(&p, 1, 0, &a),
+                   mnemo_rng_range(&b, 375 * MS, 625 * MS));
+}
+
+/* The cap applies after the jitter: 1.25 * max is never waited. At the cap
+ * the draws spread over [0.75 max, max] (cut, not clamped: max itself is
+ * one value among many, not a pile). Below the cap only the part of d *
+ * 1.25 above max is cut. */
+static void test_delay_proportional_cap(void **state) {
+  mnemo_retry_policy_t p;
+  mnemo_rng_t r;
+  uint64_t max = 5ull * SEC, lo = UINT64_MAX, hi = 0, d;
+  int i, at_max = 0;
+  double sum = 0;
+  (void)state;
+
+  mnemo_retry_policy_default(&p); /* max 5 s */
+  p.jitter = MNEMO_JITTER_PROPORTIONAL;
+  mnemo_rng_seed(&r, 31337);
+  for (i = 0; i < DRAWS; i++) {
+    uint64_t x = mnemo_retry_delay(&p, 20, 0, &r); /* d = max */
+    assert_true(x >= max - max / 4 && x <= max);
+    at_max += x == max;
+    sum += (double)x;
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  assert_true(at_max < 10);
+  assert_true(fabs(sum / DRAWS - 0.875 * (double)max) < 0.005 * (double)max);
+  assert_true(lo < max * 3 / 4 + max / 200 && hi > max - max / 200);
+
+  /* attempt 5: d = 0.5 * 2^4 = 8 s, capped to 5 s before the jitter too. */
+  assert_true(mnemo_retry_delay(&p, 5, 0, &r) <= max);
+  p.max_ns = 4500ull * MS; /* d = 4 s: [3 s, 4.5 s] */
+  d = 4ull * SEC;
+  lo = UINT64_MAX;
+  hi = 0;
+  for (i = 0; i < DRAWS; i++) {
+    uint64_t x = mnemo_retry_delay(&p, 4, 0, &r);
+    assert_true(x >= d - d / 4 && x <= p.max_ns);
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  assert_true(lo < d * 3 / 4 + d / 200 && hi > p.max_ns - d / 200);
+
+  /* No overflow near UINT64_MAX: d + d/4 saturates, max still bounds. */
+  p.base_ns = UINT64_MAX - 10;
+  p.max_ns = UINT64_MAX;
+  for (i = 0; i < 100; i++)
+    assert_true(mnemo_retry_delay(&p, 1, 0, &r) >=
+                (UINT64_MAX - 10) - (UINT64_MAX - 10) / 4);
+}
+
 /* validate */
 
 static void test_validate_each_problem(void **state) {
@@ -398,8 +526,8 @@ static void test_validate_each_problem(void **state) {
   p.jitter = MNEMO_JITTER_COUNT;
   assert_int_equal(mnemo_retry_policy_validate(&p, err, sizeof(err)),
                    MNEMO_EINVAL);
-  assert_string_equal(err, "jitter: expected none, full, equal or "
-                           "decorrelated, got 4");
+  assert_string_equal(err, "jitter: expected none, full, equal, "
+                           "decorrelated or proportional, got 5");
 
   mnemo_retry_policy_default(&p);
   p.retry_on |= 1u << 20;
@@ -468,6 +596,9 @@ int main(void) {
       cmocka_unit_test(test_delay_full_jitter),
       cmocka_unit_test(test_delay_equal_jitter),
       cmocka_unit_test(test_delay_decorrelated_jitter),
+      cmocka_unit_test(test_delay_proportional_jitter),
+      cmocka_unit_test(test_delay_proportional_seeded),
+      cmocka_unit_test(test_delay_proportional_cap),
       cmocka_unit_test(test_validate_each_problem),
       cmocka_unit_test(test_validate_all_problems_at_once),
       cmocka_unit_test(test_validate_small_buffer),

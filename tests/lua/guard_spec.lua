@@ -548,7 +548,7 @@ describe("mnemo.guard", function()
     for _, want in ipairs({
       "timeouts.parse: expected a number of seconds > 0, got %-1",
       "retry.cache.attempts: expected integer >= 1, got 0",
-      'retry.cache.jitter: expected none, full, equal or decorrelated, got "sometimes"',
+      'retry.cache.jitter: expected none, full, equal, decorrelated or proportional, got "sometimes"',
       'retry.cache.on%[2%]: expected an error class',
       'breakers.redis.failure_threshold: expected integer >= 0, got "five"',
       'operations.get.retry: expected a name in retry, got "nope"',
@@ -637,6 +637,59 @@ describe("retry policies", function()
       prev = p:delay(2, prev)
       assert.is_true(prev >= 1 and prev <= 10)
     end
+  end)
+
+  it("proportional jitter: delay x U(0.75, 1.25), never past max, seeded", function()
+    local function draws(seed, attempt, n)
+      local p = assert(core.retry_policy_new { attempts = 5, base = 1, max = 10, jitter = "proportional",
+        seed = seed })
+      local out = {}
+      for i = 1, n do
+        out[i] = p:delay(attempt, 0)
+      end
+      return out
+    end
+    -- attempt 3: 1 * 2^2 = 4 s before jitter, so [3, 5] around a mean of 4
+    local sum, lo, hi = 0, math.huge, 0
+    for _, d in ipairs(draws(42, 3, 20000)) do
+      assert.is_true(d >= 3 - 1e-9 and d <= 5 + 1e-9, "gave " .. d)
+      sum, lo, hi = sum + d, math.min(lo, d), math.max(hi, d)
+    end
+    assert.near(4, sum / 20000, 0.04)
+    assert.is_true(lo < 3.05 and hi > 4.95, "spread over the whole +-25%")
+    -- attempt 5: 16 s, capped to 10 before the jitter; 12.5 is cut to 10
+    for _, d in ipairs(draws(42, 5, 5000)) do
+      assert.is_true(d >= 7.5 - 1e-9 and d <= 10, "gave " .. d)
+    end
+    assert.same(draws(7, 2, 50), draws(7, 2, 50), "the same seed, the same delays")
+    assert.are_not.same(draws(7, 2, 50), draws(8, 2, 50))
+    -- accepted by the policy format, rejected when misspelt
+    local config = require "mnemo.config"
+    assert.is_true(config.validate { retry = { r = { jitter = "proportional" } } })
+    local ok, problems = config.validate { retry = { r = { jitter = "proportion" } } }
+    assert.is_nil(ok)
+    assert.equal('retry.r.jitter: expected none, full, equal, decorrelated or proportional, got "proportion"',
+      problems[1])
+    -- and what a guarded retry waits: base 1, max 1: within [0.75, 1]
+    mnemo.clock.virtual(true)
+    local _, restore = quiet()
+    local times = {}
+    mnemo.run(function()
+      local box = start(mnemo.retry, { attempts = 2, base = 1, max = 1, jitter = "proportional", seed = 3,
+        on = { "timeout" } }, function()
+        times[#times + 1] = mnemo.now()
+        if #times == 1 then
+          error(mnemo.error("timeout"))
+        end
+        return "ok"
+      end)
+      mnemo.clock.advance(1)
+      assert.equal("ok", box.result[2])
+    end)
+    restore()
+    mnemo.clock.virtual(false)
+    local gap = times[2] - times[1]
+    assert.is_true(gap >= 0.75 - 1e-9 and gap <= 1 + 1e-9, "waited " .. gap)
   end)
 
   it("two clients with different seeds spread out", function()

@@ -53,7 +53,7 @@ describe("policy files", function()
     assert.is_nil(gen)
     for _, want in ipairs({
       bad .. ": retry.cache.attempts: expected integer >= 1, got 0",
-      bad .. ': retry.cache.jitter: expected none, full, equal or decorrelated, got "wobbly"',
+      bad .. ': retry.cache.jitter: expected none, full, equal, decorrelated or proportional, got "wobbly"',
       bad .. ": breakers.redis.recovery_timeout: expected a number of seconds > 0, got %-1",
       bad .. ': operations.get.breaker: expected a name in breakers, got "missing"',
       bad .. ': config: unknown key "sections"',
