@@ -33,6 +33,7 @@ describe("chaos: embedder stalls, fails, drops, recovers", function()
 
   it("stores 100% of chunks and backfills 100% of embeddings", function()
     local server = h.fake_embedder(SCRIPT)
+    finally(server.stop) -- also when an assertion below fails
     local t0 = mnemo.now()
     local ok, r = pcall(mnemo.run, mnemo.index, {
       root = root, repository = "chaos_embed", dsn = dsn, concurrency = 4, backfill_wait = 30,

@@ -48,7 +48,14 @@ describe("chaos: TCP proxy faults", function()
 
   it("Redis slower than cache_operation: calls time out, the breaker opens, indexing completes", function()
     local redis = h.redis_private_server()
-    local proxy = chaos.proxy(tonumber(redis.url:match(":(%d+)$")))
+    local proxy
+    finally(function() -- also when an assertion below fails (one finally per test: the last one counts)
+      if proxy then
+        proxy.stop()
+      end
+      redis.stop()
+    end)
+    proxy = chaos.proxy(tonumber(redis.url:match(":(%d+)$")))
     local url = "redis://127.0.0.1:" .. proxy.port
     local ok, r = pcall(mnemo.run, mnemo.index, {
       root = root, repository = "proxy_redis", dsn = dsn, concurrency = 4, redis_url = url, backfill = false,
@@ -82,6 +89,7 @@ describe("chaos: TCP proxy faults", function()
   for _, workers in ipairs { 1, 4 } do
   it(("PostgreSQL connections reset mid-run, %d worker(s): retried, every file stored once"):format(workers), function()
     local proxy = chaos.proxy(tonumber(dsn:match(":(%d+)/")))
+    finally(proxy.stop) -- also when an assertion below fails
     local pdsn = dsn:gsub(":(%d+)/", ":" .. proxy.port .. "/")
     local resets = {}
     local r = mnemo.run(mnemo.index, {
@@ -129,6 +137,7 @@ describe("chaos: TCP proxy faults", function()
 
   it("PostgreSQL refused for 1.5 s: the run waits for it and stores every file, reporting the outage", function()
     local proxy = chaos.proxy(tonumber(dsn:match(":(%d+)/")))
+    finally(proxy.stop) -- also when an assertion below fails
     local pdsn = dsn:gsub(":(%d+)/", ":" .. proxy.port .. "/")
     local reopened
     local r = mnemo.run(mnemo.index, {

@@ -33,7 +33,14 @@ describe("chaos (short)", function()
 
   it("Redis slower than its timeout behind a proxy: breaker opens, every file indexed, breaker closes", function()
     local redis = h.redis_private_server()
-    local proxy = chaos.proxy(tonumber(redis.url:match(":(%d+)$")))
+    local proxy
+    finally(function() -- also when an assertion below fails (one finally per test: the last one counts)
+      if proxy then
+        proxy.stop()
+      end
+      redis.stop()
+    end)
+    proxy = chaos.proxy(tonumber(redis.url:match(":(%d+)$")))
     local ok, r = pcall(mnemo.run, mnemo.index, {
       root = root, repository = "short_redis", dsn = dsn, concurrency = 4, backfill = false,
       redis_url = "redis://127.0.0.1:" .. proxy.port,

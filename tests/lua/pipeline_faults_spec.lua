@@ -66,6 +66,7 @@ describe("the pipeline under faults", function()
   it("stores every chunk while the embedder answers 500, then backfills every embedding", function()
     local root = make_repo(12)
     local server = h.fake_embedder("500,500,500,500,500,500,500,500,ok")
+    finally(server.stop) -- also when an assertion below fails
     local ok, r = pcall(mnemo.run, mnemo.index, {
       root = root, repository = "embed500", dsn = dsn, concurrency = 2, backfill_wait = 5,
       embedder = mnemo.embed.http { url = server.url },
@@ -113,7 +114,8 @@ describe("the pipeline under faults", function()
   it("indexes every file when Redis is killed mid-run, and uses Redis again once it is back", function()
     local root = make_repo(NFILES)
     local redis = h.redis_private_server()
-    local url = redis.start()
+    finally(redis.stop) -- also when an assertion below fails
+    local url = redis.url
     local killed_at
     local r = mnemo.run(mnemo.index, {
       root = root, repository = "rediskill", dsn = dsn, concurrency = 2, redis_url = url,
