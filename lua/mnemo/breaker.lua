@@ -14,6 +14,17 @@ local _M = {}
 local registry = {}    -- name -> Breaker
 local subscribers = {} -- list of fn(name, from, to, breaker)
 
+-- The policy's switches (mnemo.configure's `switches`, given by the guard,
+-- which compiles its own use of them into its operations). breakers off:
+-- Breaker:call runs fn without asking the breaker, which keeps its state
+-- untouched until they are back on. error_tracking off: transitions are
+-- logged, not recorded as error events.
+local switched = { breakers = true, error_tracking = true }
+function _M.set_switches(sw)
+  switched.breakers = sw.breakers ~= false
+  switched.error_tracking = sw.error_tracking ~= false
+end
+
 local Breaker = {}
 Breaker.__index = Breaker
 
@@ -87,6 +98,9 @@ end
 -- Runs fn(...) through the breaker alone: fails fast with CircuitOpenError
 -- while open; an error counts as a failure unless its class is ignored.
 function Breaker:call(fn, ...)
+  if not switched.breakers then
+    return fn(...)
+  end
   local ok, retry_after = self.ud:acquire()
   if not ok then
     error(self:refused(retry_after), 2)
@@ -159,7 +173,9 @@ core.set_breaker_listener(function(name, from, to)
   end
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
-  error_events.breaker_transition(name, from, to, b and b.config.critical)
+  if switched.error_tracking then
+    error_events.breaker_transition(name, from, to, b and b.config.critical)
+  end
   if not b then
     return
   end

@@ -101,7 +101,7 @@ local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
-  "error_tracking", "include", "sandbox", "log" }
+  "error_tracking", "include", "sandbox", "log", "switches" }
 local LOG_KEYS = set { "level", "summary_interval", "rate_limit" }
 local LOG_LEVELS = set { "debug", "info", "warn", "error", "critical" }
 local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_mib" }
@@ -111,6 +111,30 @@ local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "
 local JITTERS = set { "none", "full", "equal", "decorrelated", "proportional" }
 
 local DURATION = { what = "a number of seconds > 0", above = 0 }
+
+-- The mechanisms a policy can switch off during an incident, without a
+-- deploy: `switches = { breakers = false }`. A switch left out is on.
+-- timeouts: no attempt timeout and no operation deadline (the guard's;
+-- mnemo.timeout in code is not a policy timeout); retries: every guarded
+-- call is tried once; breakers: every breaker is bypassed, its state kept
+-- as it was; error_tracking: no error event is recorded.
+_M.SWITCHES = { "timeouts", "retries", "breakers", "error_tracking" }
+local SWITCH_SET = set(_M.SWITCHES)
+
+-- What a retry policy leaves out (runtime/core/retry.c,
+-- mnemo_retry_policy_default).
+_M.RETRY_DEFAULTS = { attempts = 3, base = 0.5, max = 5, multiplier = 2, jitter = "full",
+  on = { "connection", "timeout" }, never = { "invalid_input", "constraint", "auth", "not_found" } }
+
+-- The retry policy of an operation the policy does not name, when
+-- operations.default declares such operations idempotent and the policy
+-- has no retry.default: 3 attempts, 1 s doubling to at most 30 s, on the
+-- classes that say the dependency is in trouble for now (not that the
+-- request is wrong). See docs/POLICIES.md, "Operations the policy does
+-- not name".
+_M.DEFAULT_RETRY = { attempts = 3, base = 1.0, max = 30, multiplier = 2, jitter = "full",
+  on = { "connection", "timeout", "too_many_connections", "busy", "rate_limited", "http_5xx", "deadlock" },
+  never = _M.RETRY_DEFAULTS.never }
 
 function Checker:classes(list, path)
   if list == nil then
@@ -339,6 +363,16 @@ function _M.validate(c)
     ck:number(c.log, "log", "summary_interval", { what = "seconds in (0, 3600]", above = 0, max = 3600 })
     ck:number(c.log, "log", "rate_limit", { what = "integer lines per second per event in [0, 1000000] (0: no limit)",
       integer = true, min = 0, max = 1e6 })
+  end
+  if c.switches ~= nil and ck:table(c.switches, "switches") then
+    for k, v in pairs(c.switches) do
+      if not SWITCH_SET[k] then
+        ck.problems[#ck.problems + 1] = format("%s: unknown switch (expected one of %s)", join("switches", k),
+          table.concat(_M.SWITCHES, ", "))
+      elseif type(v) ~= "boolean" then
+        ck:problem(join("switches", k), "true or false", v)
+      end
+    end
   end
   local ops = c.operations or {}
   if ck:table(ops, "operations") then

@@ -27,11 +27,30 @@ local _M = {}
 local DEFAULT_TIMEOUT = 30
 local EMPTY = {}
 
+-- The policy's switches (config.SWITCHES), all on unless it turns one
+-- off. They are compiled into each operation (no flag is tested per call):
+-- timeouts off -> op.timeout false (attempt_begin arms no deadline) and no
+-- op.deadline; retries off -> no op.retry; breakers off -> no op.breaker
+-- (the breaker itself, and its state, stay as they are); error_tracking
+-- off -> op.track false (no error event for the operation's failures).
+local ALL_ON = {}
+for _, name in ipairs(config.SWITCHES) do
+  ALL_ON[name] = true
+end
+
+local function switches_of(c)
+  local sw = {}
+  for _, name in ipairs(config.SWITCHES) do
+    sw[name] = not (c.switches and c.switches[name] == false)
+  end
+  return sw
+end
+
 -- The active configuration: compiled operations and their parts.
 local active = {
   ops = {},
   timeouts = { default = DEFAULT_TIMEOUT },
-  default_op = nil,
+  switches = ALL_ON,
 }
 
 -- Counters per operation, for metrics.
@@ -49,26 +68,58 @@ local function stats_for(operation)
   return s
 end
 
-local function compile_op(name, spec, timeouts, retries)
+-- The retry policy of an operation: the one it names; for operations.default
+-- (the rule of every operation the policy does not name) that names none
+-- but is declared idempotent, retry.default, else the built-in default.
+-- Returns the C policy, its name (nil for the built-in) and its max.
+local function retry_of(name, spec, parts)
+  local rname = spec.retry
+  if rname == nil and name == "default" and spec.idempotent == true then
+    if parts.retries.default then
+      rname = "default"
+    else
+      return parts.builtin.policy, nil, parts.builtin.max
+    end
+  end
+  local policy = rname and parts.retries[rname]
+  if not policy then
+    return nil
+  end
+  return policy, rname, parts.retry_max[rname]
+end
+
+-- parts: what configure built: timeouts, retries (name -> C policy),
+-- retry_max (name -> its max), switches, builtin (the default retry).
+local function compile_op(name, spec, parts)
+  local timeouts, sw = parts.timeouts, parts.switches
   local t = spec.timeout
   if type(t) == "string" then
     t = timeouts[t]
   end
+  t = t or timeouts.default or DEFAULT_TIMEOUT
+  local policy, rname, rmax = retry_of(name, spec, parts)
+  local br = spec.breaker and breakers.get(spec.breaker) or nil
   local op = {
     name = name,
-    timeout = t or timeouts.default or DEFAULT_TIMEOUT,
-    deadline = spec.deadline,
-    retry = spec.retry and retries[spec.retry] or nil,
-    retry_name = spec.retry,
-    has_budget = spec.retry and retries[spec.retry] and retries[spec.retry]:budget_stats() ~= nil,
-    breaker = spec.breaker and breakers.get(spec.breaker) or nil,
+    -- false: no deadline for the attempt (attempt_begin takes a number)
+    timeout = sw.timeouts and t,
+    deadline = sw.timeouts and spec.deadline or nil,
+    retry = sw.retries and policy or nil,
+    retry_name = rname,
+    retry_max = rmax,
+    retry_builtin = policy ~= nil and rname == nil,
+    breaker = sw.breakers and br or nil,
     bulkhead = spec.bulkhead and bulkheads.get(spec.bulkhead) or nil,
     idempotent = spec.idempotent == true,
     fallback = spec.fallback,
     should_retry = spec.should_retry,
     next_delay = spec.next_delay,
+    track = sw.error_tracking,
+    -- what the policy says, switches aside (mnemo.explain)
+    configured = { timeout = t, deadline = spec.deadline, breaker = br and br.name },
     stats = stats_for(name),
   }
+  op.has_budget = op.retry ~= nil and op.retry:budget_stats() ~= nil
   op.retryable = {}
   if op.retry then
     for _, class in ipairs(errors.CLASSES) do
@@ -76,6 +127,15 @@ local function compile_op(name, spec, timeouts, retries)
     end
   end
   return op
+end
+
+-- The built-in default retry policy (config.DEFAULT_RETRY), made once.
+local builtin_retry
+local function builtin()
+  if not builtin_retry then
+    builtin_retry = { policy = assert(core.retry_policy_new(config.DEFAULT_RETRY)), max = config.DEFAULT_RETRY.max }
+  end
+  return builtin_retry
 end
 
 -- mnemo.configure(tbl): validates everything first (all problems listed),
@@ -87,7 +147,7 @@ function _M.configure(c)
     error("invalid configuration:\n  " .. table.concat(problems, "\n  "), 2)
   end
   -- Build every part before touching the active configuration.
-  local retries = {}
+  local retries, retry_maxes = {}, {}
   for name, r in pairs(c.retry or EMPTY) do
     local policy, err = core.retry_policy_new(r)
     if not policy then
@@ -99,6 +159,8 @@ function _M.configure(c)
       policy:carry_budget(old)
     end
     retries[name] = policy
+    -- its cap, for next_delay hooks (the C policy keeps it to itself)
+    retry_maxes[name] = type(r.max) == "number" and r.max or nil
   end
   for name, b in pairs(c.breakers or EMPTY) do
     local existing = breakers.get(name)
@@ -123,14 +185,38 @@ function _M.configure(c)
     timeouts[k] = v
   end
   timeouts.default = timeouts.default or DEFAULT_TIMEOUT
+  local sw = switches_of(c)
+  local parts = { timeouts = timeouts, retries = retries, retry_max = retry_maxes, switches = sw,
+    builtin = builtin() }
   local ops = {}
   for name, spec in pairs(c.operations or EMPTY) do
-    ops[name] = compile_op(name, spec, timeouts, retries)
+    ops[name] = compile_op(name, spec, parts)
   end
   degrade.configure(c.degrade)
   log.configure(c.log)
   log_summary.configure(c.log)
-  active = { ops = ops, timeouts = timeouts, source = c, retries = retries }
+  breakers.set_switches(sw)
+  -- A switch turned off (or back on) is said once, where operators look.
+  for _, name in ipairs(config.SWITCHES) do
+    if sw[name] ~= active.switches[name] then
+      log.emit(sw[name] and "info" or "warn", "switch_changed", { switch = name, enabled = sw[name] })
+    end
+  end
+  active = { ops = ops, timeouts = timeouts, source = c, retries = retries, switches = sw }
+end
+
+-- The switches in force (a copy): { timeouts = true, retries = true, ... }.
+function _M.switches()
+  local out = {}
+  for k, v in pairs(active.switches) do
+    out[k] = v
+  end
+  return out
+end
+
+-- Whether one switch is on (tracking.record asks per event).
+function _M.switched_on(name)
+  return active.switches[name] ~= false
 end
 
 local function resolve(operation)
@@ -139,11 +225,14 @@ local function resolve(operation)
     return op
   end
   -- An unknown name runs under operations.default (or the default
-  -- timeout alone), and is counted.
+  -- timeout alone, tried once: nothing says it is idempotent), and is
+  -- counted.
   unknown_operations[operation] = (unknown_operations[operation] or 0) + 1
   local base = active.ops.default
-  op = { name = operation, timeout = active.timeouts[operation] or active.timeouts.default,
-    unknown = true }
+  local t = active.timeouts[operation] or active.timeouts.default
+  local sw = active.switches
+  op = { name = operation, timeout = sw.timeouts and t, unknown = true, track = sw.error_tracking,
+    configured = { timeout = t } }
   if base then
     for k, v in pairs(base) do
       op[k] = v
@@ -200,7 +289,9 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
   log_summary.note("timeout", op.name, "timeout")
   log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
     attempt = attempt_no, context = opts and opts.context })
-  error_events.guard_timeout(op, timeout, attempt_no, opts)
+  if op.track then
+    error_events.guard_timeout(op, timeout, attempt_no, opts)
+  end
   if ok or (type(err) == "table" and err.kind == "timeout") then
     -- Our own deadline: report it as ours (a success that overran it
     -- without yielding is a timeout too).
@@ -266,16 +357,14 @@ end
 -- A next_delay hook's delay is kept within the retry policy's [0, max]
 -- (below 0, NaN or infinite is refused by hooks.is_delay, and the built-in
 -- delay stands) and, like every delay, within the deadline. The C policy
--- keeps its cap to itself: it is read from the policy table in force under
--- the operation's retry name (after a reload, a call in flight gets the new
--- cap: still a bound), else the C default, which a jitter-free backoff of
--- many attempts reaches.
+-- keeps its cap to itself: it is the one compiled into the operation from
+-- the policy's table (a call in flight keeps the cap of the generation it
+-- started with, as it keeps its policy), else the C default, which a
+-- jitter-free backoff of many attempts reaches.
 local default_retry_max
 local function retry_max(op)
-  local specs = active.source and active.source.retry
-  local spec = specs and op.retry_name and specs[op.retry_name]
-  if type(spec) == "table" and type(spec.max) == "number" then
-    return spec.max
+  if op.retry_max then
+    return op.retry_max
   end
   if not default_retry_max then
     default_retry_max = core.retry_policy_new({ jitter = "none" }):delay(1e6)
@@ -420,7 +509,9 @@ local function fail(op, s, attempts, opts, err, class)
   end
   if fallback then
     s.fallbacks = s.fallbacks + 1
-    error_events.guard_failure(op, err, attempts, true, opts)
+    if op.track then
+      error_events.guard_failure(op, err, attempts, true, opts)
+    end
     return fallback_returned(pcall(fallback, err, fallback_context(op, attempts)))
   end
   if op.fallback then
@@ -429,11 +520,15 @@ local function fail(op, s, attempts, opts, err, class)
     local ok, value = hooks.call("fallback", op.name, op.fallback, nil, err, fallback_context(op, attempts))
     if ok then
       s.fallbacks = s.fallbacks + 1
-      error_events.guard_failure(op, err, attempts, true, opts)
+      if op.track then
+        error_events.guard_failure(op, err, attempts, true, opts)
+      end
       return value
     end
   end
-  error_events.guard_failure(op, err, attempts, false, opts)
+  if op.track then
+    error_events.guard_failure(op, err, attempts, false, opts)
+  end
   return FAILED, err
 end
 
@@ -589,8 +684,12 @@ function _M.retry(spec, fn, ...)
   if not policy then
     error("retry: " .. err, 2)
   end
-  local op = { name = spec.operation or "retry", timeout = spec.timeout or math.huge,
-    retry = policy, idempotent = true, has_budget = spec.budget ~= nil }
+  -- The policy's switches apply here too: retries off, tried once;
+  -- timeouts off, no attempt timeout.
+  local sw = active.switches
+  local op = { name = spec.operation or "retry", timeout = sw.timeouts and (spec.timeout or math.huge),
+    retry = sw.retries and policy or nil, idempotent = true, has_budget = sw.retries and spec.budget ~= nil,
+    retry_max = type(spec.max) == "number" and spec.max or nil, track = sw.error_tracking }
   op.stats = stats_for(op.name)
   return raised(nil, guarded(op, fn, nil, ...))
 end
@@ -599,20 +698,53 @@ function _M.stats()
   return stats, unknown_operations
 end
 
--- The effective settings of an operation (for --explain and tests).
+-- The settings of an operation (for --explain and tests): timeout,
+-- deadline, retry and breaker as the policy sets them, and `switches`, the
+-- switches in force, which say whether each is applied (timeouts = false:
+-- timeout and deadline are not; retries = false: the retry policy is not;
+-- breakers = false: the breaker is bypassed). `retry` is a name in the
+-- policy's retry section, or "(built-in default)" for an operation the
+-- policy does not name under an idempotent operations.default and no
+-- retry.default, whose settings are `retry_policy` (defaults filled in);
+-- `retried` is whether a failure may be tried again.
+-- The settings of a retry policy, what it leaves out filled in.
+local function retry_settings(op)
+  local spec
+  if op.retry_builtin then
+    spec = config.DEFAULT_RETRY
+  elseif op.retry_name then
+    spec = (active.source and active.source.retry or EMPTY)[op.retry_name]
+  end
+  if type(spec) ~= "table" then
+    return nil
+  end
+  local out = {}
+  for k, v in pairs(config.RETRY_DEFAULTS) do
+    out[k] = v
+  end
+  for k, v in pairs(spec) do
+    out[k] = v
+  end
+  return out
+end
+
 function _M.explain(operation)
   local op = active.ops[operation]
   local known = op ~= nil
   op = op or resolve(operation)
+  local configured = op.configured or EMPTY
   return {
     operation = operation,
     known = known,
-    timeout = op.timeout,
-    deadline = op.deadline,
-    retry = op.retry_name,
-    breaker = op.breaker and op.breaker.name,
+    timeout = configured.timeout,
+    deadline = configured.deadline,
+    retry = op.retry_builtin and "(built-in default)" or op.retry_name,
+    retry_policy = retry_settings(op),
+    retried = op.retry ~= nil and op.idempotent == true,
+    breaker = configured.breaker,
     bulkhead = op.bulkhead and op.bulkhead.name,
     idempotent = op.idempotent or false,
+    switches = _M.switches(),
   }
 end
 

@@ -830,6 +830,15 @@ end
 -- Events still in memory, oldest first (context as JSON text).
 _M.queued = events.queued
 _M.scrub = events.scrub
-_M.record = events.record
+-- Nothing is recorded while the policy's error_tracking switch is off
+-- (the guard's and the breakers' own events are switched where they are
+-- made); what is queued still flushes.
+local record, switched_on = events.record, guard.switched_on
+function _M.record(t)
+  if not switched_on("error_tracking") then
+    return false, "error tracking is switched off"
+  end
+  return record(t)
+end
 
 return _M

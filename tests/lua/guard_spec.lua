@@ -1078,3 +1078,301 @@ describe("fast paths", function()
     assert.is_nil(mnemo.correlation.current())
   end)
 end)
+
+describe("operations the policy does not name", function()
+  local lines, restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  -- Runs mnemo.guard(op, fn) to the end on the virtual clock; returns the
+  -- call's box and the times of its attempts.
+  local function attempts_of(op, fail_with, succeed_on)
+    local times = {}
+    local box = mnemo.run(function()
+      local box = start(mnemo.guard, op, function()
+        times[#times + 1] = mnemo.now()
+        if not succeed_on or #times < succeed_on then
+          error(mnemo.error(fail_with, fail_with .. " failure"))
+        end
+        return "done"
+      end)
+      for _ = 1, 200 do
+        if box.result then
+          break
+        end
+        mnemo.clock.advance(0.25)
+      end
+      return box
+    end)
+    return box, times
+  end
+
+  it("are tried once when nothing declares them idempotent, even with a retry.default", function()
+    mnemo.configure {
+      retry = { default = { attempts = 5, base = 0.1, max = 0.1, jitter = "none", on = { "connection" } } },
+    }
+    local op = uniq("unnamed")
+    local box, times = attempts_of(op, "connection")
+    assert.equal("connection", box.result[2].kind)
+    assert.equal(1, #times)
+    local e = mnemo.explain(op)
+    assert.is_false(e.known)
+    assert.is_nil(e.retry)
+    assert.is_false(e.retried)
+    -- operations.default without idempotent = true: still once
+    mnemo.configure {
+      retry = { default = { attempts = 5, base = 0.1, max = 0.1, jitter = "none", on = { "connection" } } },
+      operations = { default = { timeout = 5 } },
+    }
+    box, times = attempts_of(uniq("unnamed"), "connection")
+    assert.equal(1, #times)
+  end)
+
+  it("get retry.default once operations.default declares them idempotent", function()
+    mnemo.configure {
+      retry = { default = { attempts = 2, base = 0.25, max = 0.25, jitter = "none", on = { "busy" } },
+        other = { attempts = 4, base = 0.25, on = { "busy" } } },
+      operations = { default = { idempotent = true }, named = { timeout = 1 } },
+    }
+    local op = uniq("unnamed")
+    local box, times = attempts_of(op, "busy")
+    assert.equal("busy", box.result[2].kind)
+    assert.equal(2, #times)
+    assert.near(0.25, times[2] - times[1], 1e-6)
+    local e = mnemo.explain(op)
+    assert.equal("default", e.retry)
+    assert.is_true(e.retried)
+    assert.equal(2, e.retry_policy.attempts)
+    -- a named operation without a retry is not given retry.default
+    local _, named = attempts_of("named", "busy")
+    assert.equal(1, #named)
+    assert.is_false(mnemo.explain("named").retried)
+  end)
+
+  it("get the built-in default (3 attempts, 1 s base, 30 s cap, transient classes) without a retry.default", function()
+    mnemo.configure { operations = { default = { idempotent = true } } }
+    local op = uniq("unnamed")
+    local e = mnemo.explain(op)
+    assert.equal("(built-in default)", e.retry)
+    assert.is_true(e.retried)
+    assert.equal(3, e.retry_policy.attempts)
+    assert.equal(1.0, e.retry_policy.base)
+    assert.equal(30, e.retry_policy.max)
+    for _, class in ipairs({ "connection", "timeout", "too_many_connections", "busy", "rate_limited", "http_5xx",
+      "deadlock" }) do
+      local box, times = attempts_of(op, class)
+      assert.equal(class, box.result[2].kind)
+      assert.equal(3, #times, class)
+      assert.is_true(times[2] - times[1] <= 1 + 1e-6, "full jitter under the 1 s base")
+      assert.is_true(times[3] - times[2] <= 2 + 1e-6)
+    end
+    for _, class in ipairs({ "invalid_input", "constraint", "auth", "not_found", "unknown", "circuit_open" }) do
+      local _, times = attempts_of(op, class)
+      assert.equal(1, #times, class)
+    end
+    local box, times = attempts_of(op, "connection", 2)
+    assert.equal("done", box.result[2])
+    assert.equal(2, #times)
+  end)
+end)
+
+describe("switches", function()
+  local lines, restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    lines, restore = quiet()
+  end)
+  after_each(function()
+    mnemo.configure {}
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  local function policy(op, br, switches)
+    return {
+      timeouts = { short = 1 },
+      retry = { r = { attempts = 3, base = 0.5, max = 0.5, jitter = "none", on = { "connection", "timeout" } } },
+      breakers = { [br] = { failure_threshold = 1, recovery_timeout = 3600 } },
+      operations = { [op] = { timeout = "short", retry = "r", breaker = br, idempotent = true } },
+      switches = switches,
+    }
+  end
+
+  it("are validated: unknown names and non-booleans are refused, naming the field", function()
+    local config = require "mnemo.config"
+    local ok, problems = config.validate { switches = { bulkheads = false, retries = "no", [1] = true } }
+    assert.is_nil(ok)
+    assert.same({
+      'switches.1: unknown switch (expected one of timeouts, retries, breakers, error_tracking)',
+      'switches.bulkheads: unknown switch (expected one of timeouts, retries, breakers, error_tracking)',
+      'switches.retries: expected true or false, got "no"',
+    }, problems)
+    assert.matches("switches: expected a table", select(2, config.validate { switches = false })[1])
+    assert.is_true(config.validate { switches = { timeouts = true, retries = false, breakers = false,
+      error_tracking = false } })
+    local op, br = uniq("sw"), uniq("swbr")
+    mnemo.configure(policy(op, br, { retries = false }))
+    assert.is_false(pcall(mnemo.configure, policy(op, br, { retry = false })))
+    assert.is_false(mnemo.explain(op).switches.retries, "a refused configuration changes nothing")
+  end)
+
+  it("breakers = false: an open breaker lets calls through and keeps its state; back on, it fails fast", function()
+    local op, br = uniq("sw"), uniq("swbr")
+    mnemo.configure(policy(op, br))
+    assert.is_false(pcall(mnemo.guard, op, failing("invalid_input")))
+    pcall(mnemo.guard, op, failing("auth"))
+    mnemo.run(function()
+      local box = start(mnemo.guard, op, failing("connection"))
+      mnemo.clock.advance(1)
+      return box
+    end)
+    local b = mnemo.breaker.get(br)
+    assert.equal("open", b:state())
+    assert.equal("circuit_open", select(2, mnemo.try(op, function()
+      return "x"
+    end)).kind)
+    local before = b:metrics()
+    mnemo.configure(policy(op, br, { breakers = false }))
+    assert.equal("through", mnemo.guard(op, function()
+      return "through"
+    end))
+    assert.equal("direct", b:call(function()
+      return "direct"
+    end), "Breaker:call is bypassed too")
+    assert.equal("open", b:state(), "its state is kept")
+    assert.same(before.failures, b:metrics().failures)
+    assert.is_false(mnemo.explain(op).switches.breakers)
+    assert.equal(br, mnemo.explain(op).breaker, "explain still names it")
+    local ev = events(lines, "switch_changed")
+    assert.equal("breakers", ev[#ev].switch)
+    assert.is_false(ev[#ev].enabled)
+    mnemo.configure(policy(op, br))
+    assert.equal("circuit_open", select(2, mnemo.try(op, function()
+      return "x"
+    end)).kind)
+  end)
+
+  it("retries = false: a retryable failure is tried once; back on, three times", function()
+    local op, br = uniq("sw"), uniq("swbr")
+    local function calls_for(switches)
+      mnemo.configure(policy(op, br, switches))
+      mnemo.breaker.get(br):reset()
+      local calls = 0
+      local box = mnemo.run(function()
+        local box = start(mnemo.guard, op, function()
+          calls = calls + 1
+          error(mnemo.error("connection"))
+        end)
+        mnemo.clock.advance(5)
+        return box
+      end)
+      assert.equal("connection", box.result[2].kind)
+      return calls
+    end
+    -- a breaker that opens on the first failure would stop the retries:
+    -- with breakers off too, only the retry switch decides
+    assert.equal(3, calls_for({ breakers = false }))
+    assert.equal(1, calls_for({ breakers = false, retries = false }))
+    assert.is_false(mnemo.explain(op).retried)
+    assert.equal("r", mnemo.explain(op).retry)
+    local once = 0
+    assert.is_false(pcall(mnemo.retry, { attempts = 3, base = 0.01, on = { "connection" } }, function()
+      once = once + 1
+      error(mnemo.error("connection"))
+    end))
+    assert.equal(1, once, "mnemo.retry too")
+    assert.equal(3, calls_for({ breakers = false }))
+  end)
+
+  it("timeouts = false: an attempt runs past its timeout, and past the deadline; back on, it times out", function()
+    local op, br = uniq("sw"), uniq("swbr")
+    local function run_slow(switches, deadline)
+      local p = policy(op, br, switches)
+      p.operations[op].deadline = deadline
+      mnemo.configure(p)
+      mnemo.breaker.get(br):reset()
+      return mnemo.run(function()
+        local box = start(mnemo.guard, op, function()
+          mnemo.sleep(5)
+          return "slow but done"
+        end)
+        for _ = 1, 10 do
+          mnemo.clock.advance(1)
+        end
+        return box
+      end)
+    end
+    local box = run_slow({ timeouts = false })
+    assert.is_true(box.result[1])
+    assert.equal("slow but done", box.result[2])
+    box = run_slow({ timeouts = false }, 2)
+    assert.equal("slow but done", box.result[2], "the operation's deadline is a policy timeout too")
+    assert.equal(1, mnemo.explain(op).timeout, "explain still says what the policy sets")
+    assert.is_false(mnemo.explain(op).switches.timeouts)
+    box = run_slow({ breakers = false }) -- (the breaker would open at the first timeout)
+    assert.is_false(box.result[1])
+    assert.equal("timeout", box.result[2].kind)
+  end)
+
+  it("error_tracking = false: nothing is recorded, from the guard, the breakers or tracking.record", function()
+    local tracking = mnemo.tracking
+    local op, br = uniq("sw"), uniq("swbr")
+    local function recorded()
+      return tracking.counters().recorded
+    end
+    local function outage()
+      mnemo.breaker.get(br):reset()
+      mnemo.run(function()
+        local box = start(mnemo.guard, op, function()
+          mnemo.sleep(5) -- a timeout, then the breaker opens
+        end)
+        mnemo.clock.advance(1)
+        return box
+      end)
+      assert.equal("open", mnemo.breaker.get(br):state())
+      pcall(mnemo.guard, op, failing("connection")) -- a fast-fail
+      return tracking.record { severity = "ERROR", category = "database", message = "by hand" }
+    end
+    mnemo.configure(policy(op, br, { error_tracking = false }))
+    local before = recorded()
+    local ok, why = outage()
+    assert.is_false(ok)
+    assert.equal("error tracking is switched off", why)
+    assert.equal(before, recorded())
+    assert.is_true(#events(lines, "timeout") >= 1, "still logged")
+    mnemo.configure(policy(op, br))
+    before = recorded()
+    assert.is_true(outage())
+    -- the timeout, the opening, the failed call, the fast-fail, by hand
+    assert.is_true(recorded() - before >= 4, "recorded: " .. (recorded() - before))
+  end)
+
+  it("are compiled into the operations: a success allocates nothing with every switch off", function()
+    local op, br = uniq("sw"), uniq("swbr")
+    mnemo.configure(policy(op, br, { timeouts = false, retries = false, breakers = false, error_tracking = false }))
+    local function work()
+      return 1
+    end
+    local guard = mnemo.guard
+    for _ = 1, 2000 do
+      guard(op, work)
+    end
+    collectgarbage()
+    collectgarbage("stop")
+    local before = collectgarbage("count")
+    for _ = 1, 20000 do
+      guard(op, work)
+    end
+    local grew = (collectgarbage("count") - before) * 1024
+    collectgarbage("restart")
+    assert.is_true(grew / 20000 < 1, grew / 20000 .. " B per call")
+    assert.same({ timeouts = false, retries = false, breakers = false, error_tracking = false },
+      mnemo.explain(op).switches)
+  end)
+end)
