@@ -58,6 +58,80 @@ describe("policies/default.lua", function()
     assert.near(5, took, 0.01)
   end)
 
+  it("configures Redis, the embedder and the database with the specification's values", function()
+    local function retry_of(op)
+      local e = t:explain(op)
+      local r = e.retry_policy
+      table.sort(r.on)
+      return { e.retry, r.attempts, r.base, r.max, r.jitter, table.concat(r.on, ",") }
+    end
+    local function breaker_of(name)
+      local c = t:metrics(name).config
+      return { c.failure_threshold, c.recovery_timeout, c.half_open_max_calls, t:metrics(name).critical }
+    end
+    for _, op in ipairs({ "redis_get", "redis_set" }) do
+      assert.same({ "cache", 3, 0.5, 5, "full", "connection,timeout" }, retry_of(op))
+      assert.equal("redis", t:explain(op).breaker)
+      assert.equal(1, t:explain(op).timeout)
+    end
+    assert.same({ 5, 30, 1, false }, breaker_of("redis"))
+    assert.same({ "embedding", 2, 2, 10, "full", "connection,http_5xx,rate_limited,timeout" },
+      retry_of("embed_batch"))
+    assert.same({ 3, 60, 1, true }, breaker_of("embedding"))
+    assert.equal("embedding", t:explain("embed_batch").bulkhead)
+    for _, op in ipairs({ "db_connect", "db_query", "db_write", "graph_neighbors", "vector_search" }) do
+      assert.same({ "database", 3, 1, 10, "full", "connection,deadlock,timeout,too_many_connections" },
+        retry_of(op), op)
+      assert.equal("database", t:explain(op).breaker, op)
+      assert.is_true(t:explain(op).retried, op .. " is idempotent, so retried")
+    end
+    assert.same({ 3, 10, 1, true }, breaker_of("database"))
+    assert.is_false(t:explain("error_flush").retried, "the flusher tries again itself")
+    assert.same({ timeouts = true, retries = true, breakers = true, error_tracking = true },
+      t:explain("db_query").switches)
+  end)
+
+  for _, class in ipairs({ "too_many_connections", "deadlock", "connection" }) do
+    it("retries a database " .. class .. " 3 times, within 1 s + 2 s of backoff", function()
+      local calls = 0
+      local ok, err, took = t:call("db_query", function()
+        calls = calls + 1
+        error(require("mnemo").error(class, class .. " (injected)"))
+      end)
+      assert.is_false(ok)
+      assert.equal(class, err.kind)
+      assert.equal(3, calls)
+      assert.is_true(took <= 3 + 0.01, "full jitter: at most 1 s + 2 s")
+    end)
+  end
+
+  it("retries a database query that times out: 3 attempts of 10 s", function()
+    local calls = 0
+    local ok, err, took = t:call("db_query", function()
+      calls = calls + 1
+      require("mnemo").sleep(60)
+    end)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.equal(3, calls)
+    assert.is_true(took >= 30 - 0.01 and took <= 33 + 0.01, "took " .. took)
+    assert.equal("open", t:breaker("database"), "3 failed attempts open the database breaker")
+  end)
+
+  it("tries an operation it does not name once, under the 30 s default", function()
+    local calls = 0
+    local ok, err = t:call("some_new_call", function()
+      calls = calls + 1
+      error(require("mnemo").error("connection", "refused"))
+    end)
+    assert.is_false(ok)
+    assert.equal(1, calls, "nothing says it is idempotent")
+    local e = t:explain("some_new_call")
+    assert.is_false(e.known)
+    assert.equal(30, e.timeout)
+    assert.is_false(e.retried)
+  end)
+
   it("degrades Redis to L1 only while its breaker is open", function()
     assert.equal("normal", t:mode("redis"))
     for _ = 1, 2 do

@@ -15,11 +15,23 @@ return {
     default = 30.0,
   },
   retry = {
+    -- Redis answers in a millisecond or not at all: a short base and a
+    -- 5 s cap keep a cache miss cheaper than going without (POLICIES.md).
     cache = { attempts = 3, base = 0.5, max = 5, jitter = "full", on = { "connection", "timeout" } },
+    -- Pool exhaustion, deadlock and timeout, as the specification's
+    -- database policy says, and a dropped connection. Every operation on
+    -- it is idempotent (below); a timed-out attempt's connection is closed,
+    -- so its transaction rolls back or has committed, and running it again
+    -- leaves the same rows.
     database = { attempts = 3, base = 1.0, max = 10, jitter = "full",
-                 on = { "connection", "deadlock", "too_many_connections" } },
+                 on = { "connection", "deadlock", "too_many_connections", "timeout" } },
     embedding = { attempts = 2, base = 2.0, max = 10, jitter = "full",
                   on = { "connection", "timeout", "http_5xx", "rate_limited" } },
+    -- Operations this file does not name, once operations.default says
+    -- they are idempotent (it does not: unnamed operations are tried once).
+    default = { attempts = 3, base = 1.0, max = 30, jitter = "full",
+                on = { "connection", "timeout", "too_many_connections", "busy", "rate_limited", "http_5xx",
+                       "deadlock" } },
   },
   breakers = {
     redis = { failure_threshold = 5, recovery_timeout = 30, half_open_max_calls = 1 },
@@ -58,4 +70,8 @@ return {
   -- `critical` CRITICAL, `error` ERROR, `warning` WARNING events;
   -- webhook = "http://..." to be POSTed each alert.
   alerts = { interval = 60, window = 3600, critical = 0, error = 10, warning = 50 },
+  -- During an incident, a mechanism can be turned off here without a
+  -- deploy (the file is watched): breakers are bypassed with their state
+  -- kept, nothing is retried, no timeout is armed, no error is recorded.
+  switches = { timeouts = true, retries = true, breakers = true, error_tracking = true },
 }
