@@ -580,6 +580,25 @@ static void test_validate_small_buffer(void **state) {
   assert_int_equal(mnemo_retry_policy_validate(&p, NULL, 100), MNEMO_EINVAL);
 }
 
+/* A policy that was never validated cannot produce a wrapped-around delay:
+ * a negative multiplier makes every other exponential step negative, and
+ * that delay is 0, not a cast of a negative double; NaN gives the cap. */
+static void test_delay_unvalidated_multiplier(void **state) {
+  mnemo_retry_policy_t p;
+  (void)state;
+
+  mnemo_retry_policy_default(&p);
+  p.jitter = MNEMO_JITTER_NONE;
+  p.base_ns = 1 * SEC;
+  p.max_ns = 60ull * SEC;
+  p.multiplier = -2.0;
+  assert_int_equal(mnemo_retry_delay(&p, 1, 0, NULL), 1 * SEC);
+  assert_int_equal(mnemo_retry_delay(&p, 2, 0, NULL), 0); /* 1 s * -2 */
+  assert_int_equal(mnemo_retry_delay(&p, 3, 0, NULL), 4ull * SEC);
+  p.multiplier = NAN;
+  assert_int_equal(mnemo_retry_delay(&p, 2, 0, NULL), 60ull * SEC);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rng_same_seed_same_sequence),
@@ -602,6 +621,7 @@ int main(void) {
       cmocka_unit_test(test_validate_each_problem),
       cmocka_unit_test(test_validate_all_problems_at_once),
       cmocka_unit_test(test_validate_small_buffer),
+      cmocka_unit_test(test_delay_unvalidated_multiplier),
   };
   return cmocka_run_group_tests_name("retry", tests, NULL, NULL);
 }
