@@ -1155,6 +1155,43 @@ describe("operations the policy does not name", function()
     assert.is_false(mnemo.explain("named").retried)
   end)
 
+  it("are explained with the C policy's own defaults filled in", function()
+    local core = require "mnemo_core"
+    local config = require "mnemo.config"
+    -- RETRY_DEFAULTS are what C takes for a key left out; DEFAULT_RETRY
+    -- is given in full.
+    for _, d in ipairs({ config.RETRY_DEFAULTS, config.DEFAULT_RETRY }) do
+      local given = d == config.DEFAULT_RETRY and d or {}
+      local p = assert(core.retry_policy_new(given))
+      local plain = { jitter = "none" }
+      for k, v in pairs(given) do
+        plain[k] = k == "jitter" and "none" or v
+      end
+      local none = assert(core.retry_policy_new(plain))
+      assert.equal(d.attempts, p:attempts())
+      assert.near(d.base, none:delay(1, 0), 1e-9)
+      assert.near(d.base * d.multiplier, none:delay(2, 0), 1e-9)
+      assert.near(d.max, none:delay(1000, 0), 1e-9)
+      local on, never = {}, {}
+      for _, c in ipairs(d.on) do
+        on[c] = true
+      end
+      for _, c in ipairs(d.never) do
+        never[c] = true
+      end
+      for _, class in ipairs(mnemo.errors.CLASSES) do
+        assert.equal(on[class] == true, p:should(class, 1), class)
+        local one, err = core.retry_policy_new { on = { class } }
+        if never[class] then
+          assert.is_nil(one, class)
+          assert.matches("also in never", err)
+        else
+          assert.is_truthy(one, class)
+        end
+      end
+    end
+  end)
+
   it("get the built-in default (3 attempts, 1 s base, 30 s cap, transient classes) without a retry.default", function()
     mnemo.configure { operations = { default = { idempotent = true } } }
     local op = uniq("unnamed")
