@@ -19,6 +19,20 @@
  * range. An empty text gives the zero vector. */
 int mnemo_embed_hashing(const char *text, size_t len, float *out, int dims);
 
+/* Room a literal of dims components needs, with its NUL:
+ * "{" + dims components of at most MNEMO_EMBED_COMPONENT_MAX characters
+ * and dims - 1 commas + "}". */
+#define MNEMO_EMBED_COMPONENT_MAX 16
+#define MNEMO_EMBED_LITERAL_MAX(dims)                                          \
+  ((size_t)(dims) * (MNEMO_EMBED_COMPONENT_MAX + 1) + 2)
+
+/* Writes v as a PostgreSQL array literal ("{0,-0.0421337,...}": 7
+ * decimals, trailing zeros trimmed) into out, NUL-terminated, and returns
+ * its length. cap must be at least MNEMO_EMBED_LITERAL_MAX(dims); with
+ * less, returns 0 and writes nothing. The form real[] columns take, made
+ * once here for the Lua binding and the thread-pool job alike. */
+size_t mnemo_embed_literal(const float *v, int dims, char *out, size_t cap);
+
 /* Cosine similarity of two vectors of n floats (0 if either is zero). */
 double mnemo_embed_cosine(const float *a, const float *b, int n);
 
