@@ -64,8 +64,10 @@ int mnemo_embed_job_start(uv_loop_t *loop, mnemo_embed_job_t *job,
 
 /* Takes a job that has not started running off the pool's queue (its
  * callback then comes with MNEMO_ECANCELED); a running one is stopped by
- * cancelling its token. Returns 0 or a libuv error (UV_EBUSY: running or
- * done). */
+ * cancelling its token. Returns 0 or a libuv error (UV_EBUSY: running).
+ * Only until the callback has been called: libuv's uv_cancel on a request
+ * it already took off the queue and completed queues it again (a second
+ * callback). */
 int mnemo_embed_job_cancel(mnemo_embed_job_t *job);
 
 /* Literal i of a finished job (status 0), its length in *len if not NULL;
