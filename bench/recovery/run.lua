@@ -12,7 +12,8 @@
 --     PostgreSQL (RECOVERY_DIRECT_DSN, not through the proxy) that every
 --     file is stored whole, with the content hash of the file on disk and
 --     the rows of the reference, and prints the report. Exit 1 when a file
---     is lost or the recovery rate is not above RECOVERY_TARGET (0.98).
+--     is lost, a chunk is left without its vector at the end, or the
+--     recovery rate is not above RECOVERY_TARGET (0.98).
 -- Other settings (environment): RECOVERY_REFERENCE (repository name of the
 -- reference, "reference"), RECOVERY_PROXY_CONTROL (the proxy's control
 -- port), RECOVERY_RESTARTS (file holding the Redis restart count),
@@ -595,16 +596,27 @@ p("other events: backfill_failed=%d backfill_pass_failed=%d file_failed=%d timeo
 
 -- One line for docs/RELIABILITY.md.
 p("")
-p("RECOVERY files=%d/%d recovery=%.3f%% attempted=%d met=%d by_retry=%d by_fallback=%d failed=%d "
-  .. "500s=%d/%d pg_resets=%d/%d redis_restarts=%d run=%.1fs", files.stored, files.expected, 100 * recovery,
+p("RECOVERY files=%d/%d vectors_left=%d recovery=%.3f%% attempted=%d met=%d by_retry=%d by_fallback=%d failed=%d "
+  .. "500s=%d/%d pg_resets=%d/%d redis_restarts=%d run=%.1fs", files.stored, files.expected, check.pending,
+  100 * recovery,
   totals.calls, totals.met, totals.retry, totals.fallback, totals.failed, injected_embed.served_500 or 0,
   injected_embed.requests or 0, injected_pg.resets or 0, injected_pg.transactions or 0, restarts_done, run_seconds)
 
+-- Three verdicts: every file stored whole (its chunks and graph as the
+-- reference has them), every chunk's vector there by the end of the run
+-- (a chunk still queued is not lost, but its work is not done), and the
+-- recovery rate.
 local lost = not r or files.stored ~= files.expected or files.not_expected > 0
-  or check.rows_not_in_reference > 0 or check.reference_rows_missing > 0 or not drained
+  or check.text_rows_not_in_reference > 0 or check.reference_text_rows_missing > 0
+  or check.graph.nodes ~= check.ref_graph.nodes or check.graph.edges ~= check.ref_graph.edges
+local vectors_done = drained and check.rows_not_in_reference == 0 and check.reference_rows_missing == 0
 local problems = {}
 if lost then
   problems[#problems + 1] = "files lost or not stored whole"
+end
+if not vectors_done then
+  problems[#problems + 1] = ("%d chunks still without their vector at the end (queue left %d)"):format(
+    check.rows_not_in_reference, check.pending)
 end
 if not (recovery > TARGET) then
   problems[#problems + 1] = ("recovery %.3f%% is not above %.0f%%"):format(100 * recovery, 100 * TARGET)
