@@ -28,19 +28,25 @@ end
 -- a thread-pool round trip costs more than the work itself. The work is
 -- counted in bytes of text plus one per dimension of each vector (about
 -- 8 ns each here). Measured by bench/embed_bench.lua (docs/PERFORMANCE.md,
--- "Embedding").
+-- "Embedding on the thread pool").
 _M.INLINE_COST = 4096
+-- A larger batch goes to the pool in slices of about this much work (some
+-- 10 ms of a pool thread): the texts are copied into each job on the loop
+-- thread (a slice at a time, not a whole 100 MB batch at once), the
+-- literals come back a slice at a time, and work queued behind it on the
+-- pool (file reads, parses) gets the thread between two slices.
+_M.SLICE_COST = 1024 * 1024
 
 local FAILURES = {
   cancelled = { "cancelled", "the embedding was cancelled" },
   nomem = { "unknown", "out of memory" },
 }
 
--- Embeds texts on the uv thread pool while the task waits (the loop runs
+-- One slice on the uv thread pool while the task waits (the loop runs
 -- on). Inside a deadline, an expiry raises the TimeoutError at the wait,
 -- like any wait, and cancels the job: the pool thread stops before its
 -- next vector and the job's memory is freed once it has.
-local function on_pool(texts, dims)
+local function slice_on_pool(texts, dims)
   local handle, start_err
   local ok, literals, status = pcall(timeout.await, function(wake)
     local h, err = core.embed_start(texts, dims, wake)
@@ -67,27 +73,57 @@ local function on_pool(texts, dims)
   error(errors.new(failure[1], "embed.hashing: " .. failure[2], { texts = #texts }), 0)
 end
 
--- embed.hashing(dims, opts): opts.inline_cost (default _M.INLINE_COST)
--- is the work below which a batch is embedded inline; 0 sends every
--- batch to the pool, math.huge none. Outside a task (no wait possible)
--- batches are embedded inline. The vectors and literals are the same
--- either way (runtime/core/embed.c makes both).
+local function cost_of(chunk, dims)
+  return #(chunk.name_path or "") + 1 + #(chunk.source or "") + dims
+end
+
+-- chunks[1..n] in slices of at most slice_cost work (at least one chunk
+-- each), one after the other on one pool thread. A slice's texts are made
+-- just before it is sent, so the loop never builds a huge batch's texts
+-- at once either.
+local function on_pool(chunks, n, dims, slice_cost)
+  local out, first = {}, 1
+  while first <= n do
+    local texts = { text_of(chunks[first]) }
+    local last, cost = first, #texts[1] + dims
+    while last < n do
+      local c = cost_of(chunks[last + 1], dims)
+      if cost + c > slice_cost then
+        break
+      end
+      last, cost = last + 1, cost + c
+      texts[last - first + 1] = text_of(chunks[last])
+    end
+    local literals = slice_on_pool(texts, dims)
+    for i = 1, last - first + 1 do
+      out[first + i - 1] = literals[i]
+    end
+    first = last + 1
+  end
+  return out
+end
+
+-- embed.hashing(dims, opts) -> fn(chunks) -> literals. A batch whose work
+-- reaches opts.inline_cost (default _M.INLINE_COST; 0: every batch,
+-- math.huge: none) is embedded on the uv thread pool in slices of
+-- opts.slice_cost (_M.SLICE_COST), the rest inline; outside a task (no
+-- wait possible) every batch is inline. The vectors and literals are the
+-- same either way (runtime/core/embed.c makes both).
 function _M.hashing(dims, opts)
   dims = dims or 384
   local inline_cost = opts and opts.inline_cost or _M.INLINE_COST
+  local slice_cost = opts and opts.slice_cost or _M.SLICE_COST
   return function(chunks)
-    local texts, cost = {}, 0
-    for i, c in ipairs(chunks) do
-      local text = text_of(c)
-      texts[i] = text
-      cost = cost + #text + dims
+    local n, cost = 0, 0
+    for _, c in ipairs(chunks) do
+      n, cost = n + 1, cost + cost_of(c, dims)
     end
     if cost >= inline_cost and in_task() then
-      return on_pool(texts, dims)
+      return on_pool(chunks, n, dims, slice_cost)
     end
     local out = {}
-    for i = 1, #texts do
-      out[i] = embed_hashing(texts[i], dims)
+    for i = 1, n do
+      out[i] = embed_hashing(text_of(chunks[i]), dims)
     end
     return out
   end
