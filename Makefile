@@ -59,6 +59,7 @@ help:
 	@echo "make stress   index 10,000 generated files; wall time, peak RSS, every file accounted for"
 	@echo "make recovery index a real tree under seeded faults; recovery rate, files stored"
 	@echo "make fuzz     libFuzzer (clang): chunker, policy, policy_shapes targets, FUZZ_SECONDS (60) each"
+	@echo "make coverage C lines and branches (gcovr) and Lua lines per file, over the C tests and specs (build/coverage/)"
 	@echo "make format   clang-format the C sources"
 	@echo "make deps     install missing Debian packages (scripts/install-deps)"
 	@echo "make grammars fetch (npm) and build the pinned tree-sitter grammars"
@@ -158,6 +159,14 @@ _stress: all
 
 recovery: all
 	@scripts/recovery-run
+
+# Coverage (scripts/coverage): runtime/ and the C tests built with --coverage
+# into build/coverage/, gcovr's lines and branches per file; lua/mnemo/ lines
+# over the busted suite (a line hook). Not part of make test.
+.PHONY: coverage
+coverage:
+	@scripts/install-deps --quiet
+	@scripts/coverage
 
 # libFuzzer targets (fuzz/*.c; see the comment at the top of each), built with
 # clang under ASan+UBSan, each run FUZZ_SECONDS by fuzz/run (corpus, seeds,
