@@ -1,6 +1,6 @@
-/* runtime/core/cache.c: LRU order, byte accounting, replacement, delete, expiry,
- * oversize values, the entry limit, and 100,000 random operations checked
- * against a plain reference model. */
+/* runtime/core/cache.c: LRU order, byte accounting, replacement, delete,
+ * expiry, oversize values, the entry limit, and 100,000 random operations
+ * checked against a plain reference model. */
 #include "testing.h"
 
 #include <stdio.h>
