@@ -188,8 +188,14 @@ function Checker:breaker(b, path)
     return
   end
   self:keys(b, path, BREAKER_KEYS)
-  self:number(b, path, "failure_threshold", { what = "integer >= 0", integer = true, min = 0 })
-  self:number(b, path, "failure_rate", { what = "a number in [0, 1]", min = 0, max = 1 })
+  local threshold = self:number(b, path, "failure_threshold", { what = "integer >= 0", integer = true, min = 0 })
+  local rate = self:number(b, path, "failure_rate", { what = "a number in [0, 1]", min = 0, max = 1 })
+  -- (the C breaker refuses it too, but only at configure: --check-policy
+  -- said "ok" to a file load() then rejected)
+  if threshold == 0 and (rate == nil or rate == 0) then
+    self.problems[#self.problems + 1] = format("%s.failure_threshold: expected integer >= 1 when failure_rate is "
+      .. "0 or absent (nothing could trip the breaker), got 0", path)
+  end
   if b.window ~= nil and b.window ~= "count" and b.window ~= "time" then
     self:problem(path .. ".window", '"count" or "time"', b.window)
   end
@@ -381,6 +387,9 @@ function _M.validate(c)
       local path = join("operations", name)
       if ck:table(op, path) then
         ck:keys(op, path, OPERATION_KEYS)
+        if op.idempotent ~= nil and type(op.idempotent) ~= "boolean" then
+          ck:problem(path .. ".idempotent", "true or false", op.idempotent)
+        end
         local t = op.timeout
         if type(t) == "string" then
           if timeouts[t] == nil then

@@ -269,8 +269,10 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
   end
   local err = ...
   local ignored = not ok and IGNORED[classify(err)]
-  if ud and not ok and not ignored then
-    op.breaker.last_failure = err -- the cause, if this failure opens it
+  if ud and not ok then
+    -- The cause, if this failure opens it (an ignored class can, when the
+    -- attempt also overran its timeout).
+    op.breaker.last_failure = err
   end
   local expired, elapsed, timeout = attempt_end(scope, ok, ignored, ud)
   if not expired then

@@ -3,6 +3,7 @@
 -- what is easier to say in Lua.
 local uv = require "luv" -- first, so the native half shares luv's loop
 local core = require "mnemo_core"
+local closing = require "mnemo.closing"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
 local guard = require "mnemo.guard"
@@ -76,6 +77,9 @@ function _M.run(fn, ...)
   core.run_until(function()
     return results ~= nil
   end)
+  -- The close callbacks of handles the task closed last must run now (luv
+  -- calls into Lua from them: left for lua_close, they crashed it).
+  closing.drain()
   if not results[1] then
     error(results[2], 0)
   end

@@ -8,7 +8,7 @@
 --
 -- Rules:
 -- - Lines are buffered and written in one write(2) per batch: on a short
---   timer (50 ms), when 64 KiB are waiting, with any error or critical
+--   timer (50 ms of mnemo's clock), when 64 KiB are waiting, with any error or critical
 --   line (so the line that explains a crash is out before it), and at exit
 --   (os.exit, lua_close). Two unbuffered writes per line made logging the
 --   main cost of a fast-fail during an outage.
@@ -87,9 +87,9 @@ _M.timestamp = timestamp
 -- ---- the buffered writer ----
 
 local MAX_BUFFERED = 64 * 1024
-local FLUSH_MS = 50
+local FLUSH_SECONDS = 0.05
 local buf, nbuf, nbytes = {}, 0, 0
-local timer
+local flush_pending = false
 local stderr = io.stderr
 local file_methods = getmetatable(stderr).__index
 local write = file_methods._mnemo_log_write or file_methods.write
@@ -124,6 +124,16 @@ if not file_methods._mnemo_log_write then
 end
 file_methods._mnemo_log_flushers[flush] = true
 
+-- The flush timer is a task on mnemo's own timers, with a weak sleep (it
+-- never keeps a process alive), not a luv handle: a luv handle still open
+-- at lua_close crashes plain luajit in luv's close callbacks.
+local spawn, sleep = core.spawn, core.sleep
+local function flusher()
+  sleep(FLUSH_SECONDS, true)
+  flush_pending = false
+  flush()
+end
+
 local function buffered(line, level_no)
   nbuf = nbuf + 1
   buf[nbuf] = line
@@ -131,12 +141,12 @@ local function buffered(line, level_no)
   if level_no >= ERROR or nbytes >= MAX_BUFFERED then
     return flush()
   end
-  if not timer then
-    timer = uv.new_timer()
-    timer:unref() -- the flush timer never keeps a process alive
-  end
-  if not timer:is_active() then
-    timer:start(FLUSH_MS, 0, flush)
+  if not flush_pending then
+    -- (no task can start inside a sandboxed call: written at once there)
+    flush_pending = pcall(spawn, flusher)
+    if not flush_pending then
+      flush()
+    end
   end
 end
 

@@ -16,15 +16,14 @@
 --
 -- Rules:
 -- - Intervals follow mnemo's clock (the virtual one in tests); a line is
---   written when a note finds its interval over, or by an unref'd timer
---   when nothing fails any more, so an outage's last counts are not held
+--   written when a note finds its interval over, or by the interval's
+--   closer task when nothing fails any more, so an outage's last counts are not held
 --   back until the next one.
 -- - Counting allocates nothing in steady state (counters are reused from
 --   one interval to the next), and the table is bounded: past
 --   MAX_KEYS distinct (operation, kind) pairs, the rest count under
 --   operation "(other)".
 local core = require "mnemo_core"
-local uv = require "luv"
 local log = require "mnemo.log"
 
 local pairs, now = pairs, core.now
@@ -39,7 +38,6 @@ local counts = {} -- operation -> kind -> { failed, fallback, retry, timeout }
 local nkeys = 0
 local window_start = nil -- nil: nothing counted in this interval
 local window_ts = nil
-local timer
 
 local EVENTS = { failed = true, fallback = true, retry = true, timeout = true }
 
@@ -83,23 +81,26 @@ function _M.flush()
   end
 end
 
-local function timer_fired()
-  if window_start and now() - window_start >= interval then
-    _M.flush()
-  elseif window_start then
-    -- the clock (virtual in tests) has not reached the end yet
-    timer:start(math.max(1, math.floor(interval * 1000)), 0, timer_fired)
+-- Each interval has a closer: a task on mnemo's timers with a weak sleep
+-- (never keeps the process alive; no luv handle, which plain luajit cannot
+-- close safely at exit). It writes the line if its interval is still open
+-- when it wakes; a note that found the interval over already did.
+local spawn, sleep = core.spawn, core.sleep
+local function closer(started)
+  sleep(interval, true)
+  while window_start == started do
+    local left = interval - (now() - started)
+    if left <= 0 then
+      _M.flush()
+      return
+    end
+    sleep(left, true)
   end
 end
 
 local function open_window(t)
   window_start, window_ts = t, log.timestamp()
-  if not timer then
-    timer = uv.new_timer()
-    timer:unref()
-  end
-  timer:stop()
-  timer:start(math.max(1, math.floor(interval * 1000)), 0, timer_fired)
+  pcall(spawn, closer, t) -- (not inside a sandboxed call: a note then closes it)
 end
 
 function _M.note(event, operation, kind)
@@ -154,9 +155,6 @@ end
 -- Forgets everything counted (tests).
 function _M._reset()
   counts, nkeys, window_start = {}, 0, nil
-  if timer then
-    timer:stop()
-  end
 end
 
 log.at_exit(_M.flush)

@@ -9,6 +9,7 @@ local hooks = require "mnemo.hooks"
 local timeout = require "mnemo.timeout"
 local config = require "mnemo.config"
 local guard = require "mnemo.guard"
+local closing = require "mnemo.closing"
 local log = require "mnemo.log"
 local core = require "mnemo_core"
 
@@ -259,6 +260,10 @@ function _M.load(path, opts)
   apply_sandbox_section(t.sandbox)
   log.emit("info", "policy_loaded", { path = path, generation = state.generation, hash = state.hash })
   if opts.watch then
+    -- Watching another file: the watchers follow the file in force.
+    if state.watching and state.watching.path ~= path then
+      _M.unwatch()
+    end
     _M.watch()
   end
   return state.generation
@@ -382,6 +387,7 @@ function _M.watch(opts)
     sig:unref()
     w.signal = sig
   end
+  w.path = state.path
   state.watching = w
 end
 
@@ -390,9 +396,9 @@ function _M.unwatch()
   if not w then
     return
   end
-  for _, h in pairs(w) do
-    if not h:is_closing() then
-      h:close()
+  for key, h in pairs(w) do
+    if key ~= "path" then
+      closing.close(h)
     end
   end
   state.watching = nil

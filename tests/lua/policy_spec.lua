@@ -239,6 +239,57 @@ describe("policy files", function()
     assert.equal(0, st.errors, "the half-written file was never loaded")
   end)
 
+  it("watches the file in force: a second load with watch follows the new file", function()
+    local op = fresh("follow")
+    local a = write("follow_a.lua", ("return { operations = { %s = { timeout = 1 } } }"):format(op))
+    local b = write("follow_b.lua", ("return { operations = { %s = { timeout = 2 } } }"):format(op))
+    assert.equal(1, mnemo.policy.load(a, { watch = true }))
+    assert.equal(2, mnemo.policy.load(b, { watch = true }))
+    mnemo.run(function()
+      write("follow_a.lua", ("return { operations = { %s = { timeout = 7 } } }"):format(op))
+      write("follow_b.lua", ("return { operations = { %s = { timeout = 3 } } }"):format(op))
+      local deadline = mnemo.now() + 3
+      while mnemo.explain(op).timeout ~= 3 and mnemo.now() < deadline do
+        mnemo.sleep(0.02)
+      end
+      mnemo.sleep(0.1) -- an edit of A, wrongly watched, would land meanwhile
+    end)
+    assert.equal(3, mnemo.explain(op).timeout)
+    assert.equal(b, mnemo.policy.status().path)
+    assert.equal(3, mnemo.policy.status().generation)
+  end)
+
+  it("refuses in validation what the C parts would refuse at configure (--check-policy agrees with load)", function()
+    local validate = require("mnemo.config").validate
+    local ok, problems = validate { breakers = { x = { failure_threshold = 0 } } }
+    assert.is_nil(ok)
+    assert.matches("breakers.x.failure_threshold: expected integer >= 1 when failure_rate", problems[1])
+    ok, problems = validate {
+      retry = { r = { attempts = 3 } },
+      operations = { o = { retry = "r", idempotent = "yes" } },
+    }
+    assert.is_nil(ok)
+    assert.matches('operations.o.idempotent: expected true or false, got "yes"', table.concat(problems, "\n"))
+  end)
+
+  it("survives unwatch as the last thing a task does (luv's close callbacks run before the state closes)", function()
+    local path = write("last_unwatch.lua", "return {}")
+    local script = write("last_unwatch_run.lua", ([[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "build/?.so;" .. package.cpath
+      local mnemo = require "mnemo"
+      mnemo.run(function()
+        assert(mnemo.policy.load(%q, { watch = true }))
+        mnemo.policy.unwatch()
+      end)
+      print("done")
+    ]]):format(path))
+    local p = io.popen("MNEMO_LOG_LEVEL=error luajit " .. script .. " 2>&1; echo rc=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("done\nrc=0", out)
+  end)
+
   it("keeps the policy in force while its file is gone, counting no rejection, and reloads when it returns", function()
     local op = fresh("gone")
     local path = write("vanishing.lua", ("return { operations = { %s = { timeout = 1 } } }"):format(op))
