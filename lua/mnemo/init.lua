@@ -4,6 +4,7 @@
 local uv = require "luv" -- first, so the native half shares luv's loop
 local core = require "mnemo_core"
 local closing = require "mnemo.closing"
+local log = require "mnemo.log"
 local timeout = require "mnemo.timeout"
 local errors = require "mnemo.errors"
 local guard = require "mnemo.guard"
@@ -80,6 +81,7 @@ function _M.run(fn, ...)
   -- The close callbacks of handles the task closed last must run now (luv
   -- calls into Lua from them: left for lua_close, they crashed it).
   closing.drain()
+  log.flush()
   if not results[1] then
     error(results[2], 0)
   end

@@ -90,6 +90,7 @@ local MAX_BUFFERED = 64 * 1024
 local FLUSH_SECONDS = 0.05
 local buf, nbuf, nbytes = {}, 0, 0
 local flush_pending = false
+local exiting = false
 local stderr = io.stderr
 local file_methods = getmetatable(stderr).__index
 local write = file_methods._mnemo_log_write or file_methods.write
@@ -141,10 +142,16 @@ local function buffered(line, level_no)
   if level_no >= ERROR or nbytes >= MAX_BUFFERED then
     return flush()
   end
+  if exiting then
+    return flush() -- no task may start while the state closes
+  end
   if not flush_pending then
     -- (no task can start inside a sandboxed call: written at once there)
     flush_pending = pcall(spawn, flusher)
-    if not flush_pending then
+    if exiting then
+    return flush() -- no task may start while the state closes
+  end
+  if not flush_pending then
       flush()
     end
   end
@@ -157,11 +164,16 @@ local sink = nil
 
 -- Run before the last flush (the failure summary writes its remainder).
 local exit_hooks = {}
+function _M.exiting()
+  return exiting
+end
+
 function _M.at_exit(fn)
   exit_hooks[#exit_hooks + 1] = fn
 end
 
 local function at_exit()
+  exiting = true
   for _, fn in ipairs(exit_hooks) do
     pcall(fn)
   end
@@ -174,10 +186,12 @@ os.exit = function(...) -- luacheck: ignore
   at_exit()
   return real_exit(...)
 end
--- lua_close (the end of a script, an error() exit, a signal) collects this.
-local sentinel = newproxy(true)
-getmetatable(sentinel).__gc = at_exit
-_M._sentinel = sentinel
+-- The end of a script, an error() exit or a signal: mnemo-run calls
+-- log.finish before lua_close (runtime/host/host.c), mnemo.run when its
+-- task is done. Never from a __gc finalizer: LuaJIT 2.1.0-beta3 can spin
+-- for ever in a JIT-compiled pairs loop run inside one (seen as mnemo-run
+-- at 100% CPU in lua_close).
+_M.finish = at_exit
 
 -- ---- levels and rate limits ----
 

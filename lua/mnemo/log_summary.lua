@@ -100,7 +100,9 @@ end
 
 local function open_window(t)
   window_start, window_ts = t, log.timestamp()
-  pcall(spawn, closer, t) -- (not inside a sandboxed call: a note then closes it)
+  if not log.exiting() then
+    pcall(spawn, closer, t) -- (not inside a sandboxed call: a note then closes it)
+  end
 end
 
 function _M.note(event, operation, kind)

@@ -118,8 +118,10 @@ static int push_args(lua_State *L, const mnemo_host_options_t *options) {
   return nargs;
 }
 
-/* mnemo's log lines are buffered (lua/mnemo/log.lua): the ones written
- * before an error go out before its message, not after it at exit. */
+/* mnemo's log lines are buffered (lua/mnemo/log.lua): log.finish writes
+ * the failure summary still open and every buffered line. Called before an
+ * error's message (the lines that led to it come first) and before
+ * lua_close (never from a finalizer: see log.lua). */
 static void flush_logs(lua_State *L) {
   int top = lua_gettop(L);
   lua_getglobal(L, "package");
@@ -128,7 +130,7 @@ static void flush_logs(lua_State *L) {
     if (lua_istable(L, -1)) {
       lua_getfield(L, -1, "mnemo.log");
       if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "flush");
+        lua_getfield(L, -1, "finish");
         if (lua_isfunction(L, -1))
           (void)lua_pcall(L, 0, 0, 0);
       }
@@ -232,6 +234,7 @@ static void shutdown_host(host_t *host) {
   uv_close((uv_handle_t *)&host->sigint.handle, NULL);
   uv_close((uv_handle_t *)&host->sigterm.handle, NULL);
   if (host->L != NULL) {
+    flush_logs(host->L);
     mnemo_rt_close(host->rt);
     for (round = 0; round < 8; round++) {
       mnemo_luv_close_all(host->L);
