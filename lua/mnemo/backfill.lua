@@ -98,11 +98,16 @@ Handle.__index = Handle
 
 -- Waits (at most `seconds`) until the queue is empty; returns how many
 -- chunks are still queued.
+-- Waits until a pass that began after this call finds the queue empty
+-- (an older pass's count says nothing of chunks queued since: one that
+-- ran before the files were stored, then the embedding breaker opened and
+-- no pass ran, ended the run with thousands of chunks queued).
 function Handle:drain(seconds)
   local until_t = core.now() + (seconds or 0)
+  local after = self.begun
   self.draining = true
   while not self.finished and core.now() < until_t do
-    if self.left == 0 and self.passes > 0 and not self.busy then
+    if self.left == 0 and self.counted_from > after and not self.busy then
       break
     end
     core.sleep(0.02)
@@ -122,8 +127,9 @@ function _M.start(opts)
   if type(opts) ~= "table" or type(opts.embedder) ~= "function" then
     error("backfill.start: expected { embedder = fn, ... }", 2)
   end
+  -- begun: passes started; counted_from: the pass whose count `left` is.
   local self = setmetatable({ opts = opts, embedded = 0, passes = 0, left = nil, stopped = false,
-    finished = false, busy = false }, Handle)
+    finished = false, busy = false, begun = 0, counted_from = 0 }, Handle)
   local dsn = opts.dsn or os.getenv("MNEMO_PG_DSN")
   local interval = opts.interval or 1
   core.spawn(function()
@@ -135,6 +141,8 @@ function _M.start(opts)
         wait = math.min(interval, 0.05) -- it may half-open any moment
       else
         self.busy = true
+        self.begun = self.begun + 1
+        local seq = self.begun
         local ok, done, left = pcall(function()
           if not conn or conn.broken then
             conn = pg.connect_guarded(dsn)
@@ -145,7 +153,7 @@ function _M.start(opts)
         self.passes = self.passes + 1
         if ok then
           self.embedded = self.embedded + done
-          self.left = left
+          self.left, self.counted_from = left, seq
           if done > 0 then
             wait = 0
           end

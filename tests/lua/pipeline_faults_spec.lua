@@ -159,4 +159,31 @@ describe("the pipeline under faults", function()
     assert.is_string(value)
     redis.stop()
   end)
+  it("waits out an embedding breaker that opened after a backfill pass saw the queue empty", function()
+    -- Provider calls 1-2 fail (the first file's chunks are queued and the
+    -- backfill embeds them, then sees the queue empty), calls 12-14 fail
+    -- (the breaker opens: later files are queued and no pass runs while
+    -- it is open). The run must end with every chunk embedded: it used to
+    -- end at once on the early pass's empty count.
+    local root = make_repo(NFILES)
+    local calls = 0
+    local hashing = mnemo.embed.hashing(384)
+    local function embedder(chunks)
+      calls = calls + 1
+      mnemo.sleep(0.02)
+      if calls <= 2 or (calls >= 12 and calls <= 14) then
+        error(mnemo.error("http_5xx", "scripted 500 #" .. calls), 0)
+      end
+      return hashing(chunks)
+    end
+    local r = mnemo.run(mnemo.index, { root = root, repository = "drain_stale", dsn = dsn, concurrency = 1,
+      embedder = embedder, backfill_wait = 30 })
+    os.execute("rm -rf '" .. root .. "'")
+    assert.is_true(#transitions("embedding") >= 1, "the breaker never opened: the test proves nothing")
+    assert.equal(NFILES, r.files_indexed)
+    assert.equal(0, r.embeddings_pending)
+    local missing = sql([[SELECT count(*)::int AS n FROM code_chunks
+      WHERE repository = 'drain_stale' AND embedding IS NULL]])[1].n
+    assert.equal(0, missing)
+  end)
 end)
