@@ -437,6 +437,33 @@ void mnemo_breaker_force_half_open(mnemo_breaker_t *b, uint64_t now_ns) {
     transition(b, MNEMO_BREAKER_HALF_OPEN, now_ns);
 }
 
+int mnemo_breaker_restore(mnemo_breaker_t *b, mnemo_breaker_state_t to,
+                          uint64_t remaining_ns, uint64_t now_ns) {
+  mnemo_breaker_transition_cb cb;
+  uint64_t back;
+
+  if (b->state != MNEMO_BREAKER_CLOSED)
+    return MNEMO_EINVAL;
+  if (to != MNEMO_BREAKER_OPEN && to != MNEMO_BREAKER_HALF_OPEN)
+    return MNEMO_EINVAL;
+  if (to == MNEMO_BREAKER_OPEN &&
+      (remaining_ns == 0 || remaining_ns > b->config.recovery_timeout_ns))
+    return MNEMO_EINVAL;
+  /* The callback must see the restored opened_ns (retry_after), so it is
+   * called here rather than by transition(). */
+  cb = b->on_transition;
+  b->on_transition = NULL;
+  transition(b, to, now_ns);
+  b->on_transition = cb;
+  if (to == MNEMO_BREAKER_OPEN) {
+    back = b->config.recovery_timeout_ns - remaining_ns;
+    b->opened_ns = now_ns > back ? now_ns - back : 0;
+  }
+  if (cb != NULL)
+    cb(b, MNEMO_BREAKER_CLOSED, to, now_ns, b->data);
+  return 0;
+}
+
 int mnemo_breaker_reconfigure(mnemo_breaker_t *b,
                               const mnemo_breaker_config_t *cfg,
                               uint64_t now_ns, char *err, size_t errlen) {

@@ -156,6 +156,20 @@ void mnemo_breaker_reset(mnemo_breaker_t *b, uint64_t now_ns);
  * other state. */
 void mnemo_breaker_force_half_open(mnemo_breaker_t *b, uint64_t now_ns);
 
+/* Puts a CLOSED breaker into a state saved by an earlier process (the
+ * breaker store, lua/mnemo/breaker_store.lua), so a restart does not hammer
+ * a dependency that was down a moment ago. OPEN: it half-opens remaining_ns
+ * from now, as the original would have (opened_ns is set back by
+ * recovery_timeout - remaining_ns; on a monotonic clock younger than that it
+ * is clamped at 0 and the breaker stays open a little longer). HALF_OPEN:
+ * half-open now, its probes bounded as usual (remaining_ns unused). The
+ * transition callback runs, with opened_ns already set. Window and counters
+ * are untouched. MNEMO_EINVAL and nothing changes: the breaker is not
+ * CLOSED, `to` is neither OPEN nor HALF_OPEN, or (OPEN) remaining_ns is 0 or
+ * more than recovery_timeout. */
+int mnemo_breaker_restore(mnemo_breaker_t *b, mnemo_breaker_state_t to,
+                          uint64_t remaining_ns, uint64_t now_ns);
+
 /* New settings for a live breaker. State, counters and the most recent
  * window data carry over: COUNT keeps the last min(old, new) outcomes, TIME
  * the seconds still inside the new span; a change of window kind starts an

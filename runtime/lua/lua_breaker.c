@@ -247,6 +247,37 @@ static int l_force_half_open(lua_State *L) {
   return 0;
 }
 
+/* b:restore(state, remaining_seconds) -> true | nil, err: a CLOSED breaker
+ * put into a state saved by an earlier process ("open": half-opens in
+ * remaining_seconds, which must be in (0, recovery_timeout]; "half_open").
+ * See mnemo_breaker_restore. */
+static int l_restore(lua_State *L) {
+  lua_breaker_t *lb = check(L);
+  const char *name = luaL_checkstring(L, 2);
+  double remaining = luaL_optnumber(L, 3, 0);
+  mnemo_breaker_state_t to;
+  if (strcmp(name, "open") == 0)
+    to = MNEMO_BREAKER_OPEN;
+  else if (strcmp(name, "half_open") == 0)
+    to = MNEMO_BREAKER_HALF_OPEN;
+  else {
+    lua_pushnil(L);
+    lua_pushfstring(L, "restore: expected \"open\" or \"half_open\", got %s",
+                    name);
+    return 2;
+  }
+  if (mnemo_breaker_restore(&lb->breaker, to, mnemo_seconds_to_ns(remaining),
+                            now_of(lb)) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, lb->breaker.state != MNEMO_BREAKER_CLOSED
+                          ? "restore: the breaker is not closed"
+                          : "restore: remaining time out of range");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* b:reconfigure(config) -> true | nil, err (live state is kept) */
 static int l_reconfigure(lua_State *L) {
   lua_breaker_t *lb = check(L);
@@ -295,6 +326,7 @@ void mnemo_open_breaker(lua_State *L) {
                                      {"reset", l_reset},
                                      {"force_half_open", l_force_half_open},
                                      {"reconfigure", l_reconfigure},
+                                     {"restore", l_restore},
                                      {NULL, NULL}};
   breaker_mt_ptr = mnemo_lua_class(L, breaker_mt, methods, l_gc);
   lua_pushcfunction(L, l_breaker_new);

@@ -1245,6 +1245,105 @@ static void test_retry_after_reopened_in_callback(void **state) {
   mnemo_breaker_free(&b);
 }
 
+/* restore: the remaining time is honoured, the callback sees it, bad
+ * inputs change nothing. */
+static uint64_t seen_retry_after;
+static void note_retry_after(mnemo_breaker_t *b, mnemo_breaker_state_t from,
+                             mnemo_breaker_state_t to, uint64_t now_ns,
+                             void *data) {
+  mnemo_breaker_window_metrics_t m;
+  (void)from;
+  (void)to;
+  (void)data;
+  mnemo_breaker_metrics(b, now_ns, &m);
+  seen_retry_after = m.retry_after_ns;
+}
+
+static void test_restore(void **state) {
+  mnemo_breaker_t b;
+  mnemo_breaker_config_t cfg;
+  recorder_t r;
+  uint64_t retry = 0;
+  (void)state;
+
+  mnemo_breaker_config_default(&cfg); /* recovery 30 s */
+  assert_int_equal(mnemo_breaker_init(&b, "db", &cfg, T0), 0);
+  watch(&b, &r);
+  /* Opened 20 s ago by the previous process: 10 s left. */
+  assert_int_equal(mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, 10 * SEC, T0),
+                   0);
+  assert_int_equal(r.count, 1);
+  assert_int_equal(r.from[0], MNEMO_BREAKER_CLOSED);
+  assert_int_equal(r.to[0], MNEMO_BREAKER_OPEN);
+  assert_true(r.state_was_updated);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0, &retry), MNEMO_ECIRCUIT_OPEN);
+  assert_int_equal(retry, 10 * SEC);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0 + 10 * SEC - 1, &retry),
+                   MNEMO_ECIRCUIT_OPEN);
+  assert_int_equal(retry, 1);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0 + 10 * SEC, NULL), 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_HALF_OPEN);
+  /* Not CLOSED any more: refused, nothing changes. */
+  assert_int_equal(mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, SEC, T0),
+                   MNEMO_EINVAL);
+  assert_int_equal(b.state, MNEMO_BREAKER_HALF_OPEN);
+  mnemo_breaker_on_success(&b, T0 + 10 * SEC, 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_CLOSED);
+
+  /* Bad inputs on a CLOSED breaker: refused, no callback. */
+  r.count = 0;
+  assert_int_equal(mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, 0, T0),
+                   MNEMO_EINVAL);
+  assert_int_equal(
+      mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, 30 * SEC + 1, T0),
+      MNEMO_EINVAL);
+  assert_int_equal(
+      mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, UINT64_MAX, T0),
+      MNEMO_EINVAL);
+  assert_int_equal(mnemo_breaker_restore(&b, MNEMO_BREAKER_CLOSED, SEC, T0),
+                   MNEMO_EINVAL);
+  assert_int_equal(mnemo_breaker_restore(&b, (mnemo_breaker_state_t)7, SEC, T0),
+                   MNEMO_EINVAL);
+  assert_int_equal(r.count, 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_CLOSED);
+
+  /* The whole recovery time left; the callback sees retry_after. */
+  b.on_transition = note_retry_after;
+  assert_int_equal(
+      mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, 30 * SEC, T0 + 100 * SEC),
+      0);
+  assert_int_equal(seen_retry_after, 30 * SEC);
+  mnemo_breaker_reset(&b, T0 + 100 * SEC);
+  assert_int_equal(
+      mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, 3 * SEC, T0 + 100 * SEC),
+      0);
+  assert_int_equal(seen_retry_after, 3 * SEC);
+  mnemo_breaker_reset(&b, T0 + 100 * SEC);
+
+  /* HALF_OPEN: probes bounded at once. */
+  b.on_transition = NULL;
+  assert_int_equal(
+      mnemo_breaker_restore(&b, MNEMO_BREAKER_HALF_OPEN, 0, T0 + 200 * SEC), 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_HALF_OPEN);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0 + 200 * SEC, NULL), 0);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0 + 200 * SEC, NULL),
+                   MNEMO_ECIRCUIT_OPEN);
+  mnemo_breaker_on_failure(&b, T0 + 200 * SEC, 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_OPEN);
+  mnemo_breaker_free(&b);
+
+  /* A monotonic clock younger than the time already spent open: opened_ns
+   * clamps at 0, it stays open until recovery_timeout, never shorter. */
+  assert_int_equal(mnemo_breaker_init(&b, "young", &cfg, 5 * SEC), 0);
+  assert_int_equal(mnemo_breaker_restore(&b, MNEMO_BREAKER_OPEN, SEC, 5 * SEC),
+                   0);
+  assert_int_equal(b.opened_ns, 0);
+  assert_int_equal(mnemo_breaker_acquire(&b, 6 * SEC, &retry),
+                   MNEMO_ECIRCUIT_OPEN);
+  assert_int_equal(retry, 24 * SEC);
+  mnemo_breaker_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -1278,6 +1377,7 @@ int main(void) {
       cmocka_unit_test(test_consecutive_failures_saturate),
       cmocka_unit_test(test_metrics_clamp_window_sums),
       cmocka_unit_test(test_retry_after_reopened_in_callback),
+      cmocka_unit_test(test_restore),
   };
   return cmocka_run_group_tests_name("breaker", tests, NULL, NULL);
 }
