@@ -12,6 +12,7 @@
 local core = require "mnemo_core"
 local errors = require "mnemo.errors"
 local guard = require "mnemo.guard"
+local log = require "mnemo.log"
 
 local type, error, setmetatable, tostring = type, error, setmetatable, tostring
 local min = math.min
@@ -97,15 +98,24 @@ function _M.cascade(opts)
     writes = 0,
   }, Cascade)
   local l2 = self.l2
+  -- One line when the cascade drops to L1 alone and one when Redis answers
+  -- again, not one per call (during an outage every call falls back).
+  local function degraded(err)
+    l2.errors = l2.errors + 1
+    if not self.degraded then
+      self.degraded = true
+      log.emit("warn", "cache_cascade_degraded", { mode = "l1_only", error = tostring(err) })
+    end
+  end
   self.on_get_error = {
-    fallback = function()
-      l2.errors = l2.errors + 1
+    fallback = function(err)
+      degraded(err)
       return FAILED
     end,
   }
   self.on_write_error = {
-    fallback = function()
-      l2.errors = l2.errors + 1
+    fallback = function(err)
+      degraded(err)
       return false
     end,
   }
@@ -122,6 +132,9 @@ function Cascade:get(key)
   local got, pttl = guard.guard(self.operation_get, l2_get, self.on_get_error, self.redis, self.prefix .. key)
   if got == FAILED then
     return nil
+  end
+  if self.degraded then
+    self:_recovered()
   end
   if got == nil or type(got) ~= "string" then
     self.l2.misses = self.l2.misses + 1
@@ -147,9 +160,18 @@ function Cascade:set(key, value, ttl)
   self.writes = self.writes + 1
   self.l1:set(key, value, ttl)
   if self.redis then
-    guard.guard(self.operation_set, l2_set, self.on_write_error, self.redis, self.prefix .. key, value, ttl)
+    local stored = guard.guard(self.operation_set, l2_set, self.on_write_error, self.redis, self.prefix .. key,
+      value, ttl)
+    if stored ~= false and self.degraded then
+      self:_recovered()
+    end
   end
   return true
+end
+
+function Cascade:_recovered()
+  self.degraded = false
+  log.emit("info", "cache_cascade_recovered", { mode = "l1_l2" })
 end
 
 -- cascade:invalidate(key) -> true. Removed from both levels (from Redis

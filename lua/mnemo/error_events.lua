@@ -41,7 +41,7 @@ local CLASS_CATEGORY = { timeout = "timeout", circuit_open = "circuit_breaker" }
 -- A dependency's category from its breaker's or its operation's name.
 local NAME_CATEGORY = {
   { "^db_", "database" }, { "^pg_", "database" }, { "database", "database" }, { "postgres", "database" },
-  { "^vector_search", "database" }, { "^graph_", "database" }, { "^error_flush", "database" },
+  { "^vector_search", "database" }, { "^graph_", "graph" }, { "^error_flush", "database" },
   { "embed", "embedding" }, { "redis", "cache" }, { "cache", "cache" },
   { "parse", "parse" }, { "chunk", "parse" }, { "policy", "policy" }, { "hook", "policy" },
   { "webhook", "api" }, { "http", "api" }, { "api", "api" },
@@ -97,7 +97,18 @@ local function stable_message(err, operation)
 end
 
 -- The C enum values (errors.SEVERITIES / CATEGORIES order).
-local SEV_WARNING, SEV_ERROR = 2, 3
+local SEV_WARNING, SEV_ERROR, SEV_CRITICAL = 2, 3, 4
+
+-- A call's final failure: ERROR, WARNING when a fallback answered; an
+-- embedding failure other than a timeout is CRITICAL either way (the
+-- specification's rule: a broken embedder leaves search without vectors,
+-- whereas a slow one is a capacity problem).
+local function severity_of(category, class, fallback)
+  if category == "embedding" and class ~= "timeout" then
+    return SEV_CRITICAL
+  end
+  return fallback and SEV_WARNING or SEV_ERROR
+end
 local CATEGORY_ID = {}
 for i, c in ipairs(errors.CATEGORIES) do
   CATEGORY_ID[c] = i - 1
@@ -162,9 +173,9 @@ local function guard_failure(op, err, attempts, fallback, opts)
   if attempts > 1 then
     message = format("retries exhausted after %d attempts: %s", attempts, message)
   end
-  return record_raw(fallback and SEV_WARNING or SEV_ERROR,
-    CATEGORY_ID[_M.category_for(op.name, breaker, class)], breaker, op.name, errors.type_of(err), message, ctx,
-    correlation_of(extra), traceback, extra)
+  local category = _M.category_for(op.name, breaker, class)
+  return record_raw(severity_of(category, class, fallback), CATEGORY_ID[category], breaker, op.name,
+    errors.type_of(err), message, ctx, correlation_of(extra), traceback, extra)
 end
 
 -- The guard's final failure of a call (fallback: a fallback answered

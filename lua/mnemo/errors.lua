@@ -190,7 +190,7 @@ _M.class_from_redis = core.class_from_redis
 -- ---- error tracking (runtime/core/error_track.h, lua/mnemo/tracking.lua) ----
 _M.SEVERITIES = { "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL" }
 _M.CATEGORIES = { "database", "embedding", "cache", "timeout", "circuit_breaker", "parse", "policy", "api",
-  "unknown" }
+  "unknown", "graph" } -- the C enum's order (graph came last)
 local SEVERITY, CATEGORY = {}, {} -- name -> the C enum value
 for i, s in ipairs(_M.SEVERITIES) do
   SEVERITY[s] = i - 1

@@ -14,7 +14,7 @@ static const char *const SEVERITY_NAMES[MNEMO_SEV_COUNT] = {
     "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"};
 static const char *const CATEGORY_NAMES[MNEMO_CAT_COUNT] = {
     "database", "embedding", "cache", "timeout", "circuit_breaker",
-    "parse",    "policy",    "api",   "unknown"};
+    "parse",    "policy",    "api",   "unknown", "graph"};
 
 const char *mnemo_severity_name(mnemo_severity_t s) {
   return (unsigned)s < MNEMO_SEV_COUNT ? SEVERITY_NAMES[s] : NULL;
@@ -27,7 +27,7 @@ const char *mnemo_error_category_name(mnemo_error_category_t c) {
 /* Their lengths (no strlen: parsing runs on every record). */
 static const unsigned char SEVERITY_LENS[MNEMO_SEV_COUNT] = {5, 4, 7, 5, 8};
 static const unsigned char CATEGORY_LENS[MNEMO_CAT_COUNT] = {8, 9, 5, 7, 15,
-                                                             5, 6, 3, 7};
+                                                             5, 6, 3, 7, 5};
 
 static int parse_name(const char *const *names, const unsigned char *lens,
                       int count, const char *name, size_t len) {

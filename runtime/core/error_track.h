@@ -66,6 +66,7 @@ typedef enum {
   MNEMO_CAT_POLICY,
   MNEMO_CAT_API,
   MNEMO_CAT_UNKNOWN,
+  MNEMO_CAT_GRAPH, /* after UNKNOWN: the earlier values stay as they were */
   MNEMO_CAT_COUNT
 } mnemo_error_category_t;
 

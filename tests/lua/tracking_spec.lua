@@ -424,7 +424,7 @@ describe("error tracking", function()
     ok, err = pcall(mnemo.errors.record, { category = "disk", message = "x" })
     assert.is_false(ok)
     assert.matches("category: expected one of database, embedding, cache, timeout, circuit_breaker, parse, "
-      .. "policy, api, unknown, got disk", err, 1, true)
+      .. "policy, api, unknown, graph, got disk", err, 1, true)
     ok, err = pcall(mnemo.errors.record, { severity = "ERROR" })
     assert.is_false(ok)
     assert.matches("expected a message", err)
