@@ -275,12 +275,17 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     op.breaker.last_failure = err
   end
   local expired, elapsed, timeout = attempt_end(scope, ok, ignored, ud)
+  if ud and op.breaker.trips.pending then
+    -- the first trial after a trip (breaker.lua: false positives)
+    op.breaker:trial_settled(ok and not expired, ignored and not expired)
+  end
   if not expired then
     if ok then
       return true, ...
     end
     if ud and not ignored then
       degrade.record_error(op.breaker.name)
+      op.breaker:note_failure(err)
     end
     return false, err
   end
@@ -288,6 +293,7 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     degrade.record_error(op.breaker.name)
   end
   s.timeouts = s.timeouts + 1
+  _M.rotate_window(s, core.now())
   log_summary.note("timeout", op.name, "timeout")
   log.emit("warn", "timeout", { operation = op.name, timeout = timeout, elapsed = elapsed,
     attempt = attempt_no, context = opts and opts.context })
@@ -298,6 +304,9 @@ local function settle(op, s, attempt_no, opts, scope, ud, ok, ...)
     -- Our own deadline: report it as ours (a success that overran it
     -- without yielding is a timeout too).
     err = errors.timeout(op.name, timeout, elapsed)
+  end
+  if ud then
+    op.breaker:note_failure(err)
   end
   return false, err
 end
@@ -666,9 +675,17 @@ end
 -- mnemo.guard(operation, fn [, opts], ...): opts.fallback(err, ctx),
 -- opts.context (fields for log lines). Raises the final error when there
 -- is no fallback.
+-- (The common case inline: every Lua call on this path costs ~15 ns in
+-- the interpreter, and the guard does not compile.)
 function _M.guard(operation, fn, opts, ...)
-  local op = check(operation, fn)
-  return raised(begin_id(), run(op, fn, opts, ...))
+  local op = active.ops[operation]
+  if not op or type(fn) ~= "function" then
+    op = check(operation, fn)
+  end
+  if op.deadline then
+    return raised(begin_id(), run(op, fn, opts, ...))
+  end
+  return raised(begin_id(), guarded(op, fn, opts, ...))
 end
 
 -- mnemo.try(operation, fn [, opts], ...): the same guarded call, but a
@@ -676,8 +693,14 @@ end
 -- error is raised and unwound on the fast-fail path. fn's own results on
 -- success (a fn that can return nil tells the two apart by err).
 function _M.try(operation, fn, opts, ...)
-  local op = check(operation, fn)
-  return returned(begin_id(), run(op, fn, opts, ...))
+  local op = active.ops[operation]
+  if not op or type(fn) ~= "function" then
+    op = check(operation, fn)
+  end
+  if op.deadline then
+    return returned(begin_id(), run(op, fn, opts, ...))
+  end
+  return returned(begin_id(), guarded(op, fn, opts, ...))
 end
 
 -- mnemo.retry(policy_table, fn, ...): fn(...) retried by a one-off policy.
@@ -696,7 +719,78 @@ function _M.retry(spec, fn, ...)
   return raised(nil, guarded(op, fn, nil, ...))
 end
 
+-- The timeout rate of an operation over about a minute, at no cost to a
+-- call: up to WINDOW_SLOTS snapshots of its cumulative calls and timeouts,
+-- at least WINDOW_STEP seconds apart, taken lazily (when a timeout is
+-- counted and when the stats are read). The rate is the timeouts over the
+-- calls since the oldest snapshot of the last WINDOW_SLOTS * WINDOW_STEP
+-- seconds (the most recent older one when none is that recent, nothing
+-- before the operation's first call otherwise).
+_M.WINDOW_STEP, _M.WINDOW_SLOTS = 6, 10
+
+function _M.rotate_window(s, now)
+  local w = s.window
+  if not w then
+    w = { head = 0, n = 0, t = {}, calls = {}, timeouts = {} }
+    s.window = w
+  end
+  local last = w.t[w.head]
+  if last and now - last < _M.WINDOW_STEP then
+    return w
+  end
+  local i = w.head % _M.WINDOW_SLOTS + 1
+  w.head, w.t[i], w.calls[i], w.timeouts[i] = i, now, s.calls, s.timeouts
+  if w.n < _M.WINDOW_SLOTS then
+    w.n = w.n + 1
+  end
+  return w
+end
+
+-- Sets s.window_calls, s.window_timeouts and s.timeout_rate (0 without
+-- calls) as of `now`.
+local function window_rate(s, now)
+  local w = s.window
+  local base_calls, base_timeouts = 0, 0
+  if w then
+    local span = _M.WINDOW_STEP * _M.WINDOW_SLOTS
+    local best, newest_old
+    for k = 0, w.n - 1 do
+      local i = (w.head - 1 - k) % _M.WINDOW_SLOTS + 1
+      if now - w.t[i] <= span then
+        best = i
+      elseif not newest_old then
+        newest_old = i
+      end
+    end
+    best = best or newest_old
+    if best then
+      base_calls, base_timeouts = w.calls[best], w.timeouts[best]
+    end
+  end
+  local calls, timeouts = s.calls - base_calls, s.timeouts - base_timeouts
+  s.window_calls, s.window_timeouts = calls, timeouts
+  s.timeout_rate = calls > 0 and timeouts / calls or 0
+  -- the snapshot after the rate, so a read always looks back
+  _M.rotate_window(s, now)
+  return s.timeout_rate
+end
+
+-- operation -> { calls, timeouts, rate } over the window (the same
+-- figures mnemo.stats() puts in each operation's counters).
+function _M.rates()
+  local now, out = core.now(), {}
+  for name, s in pairs(stats) do
+    window_rate(s, now)
+    out[name] = { calls = s.window_calls, timeouts = s.window_timeouts, rate = s.timeout_rate }
+  end
+  return out
+end
+
 function _M.stats()
+  local now = core.now()
+  for _, s in pairs(stats) do
+    window_rate(s, now)
+  end
   return stats, unknown_operations
 end
 
