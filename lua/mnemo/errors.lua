@@ -182,6 +182,7 @@ function _M.classify(err)
 end
 
 local core = require "mnemo_core"
+local current_id = require("mnemo.correlation").current
 _M.class_from_errno = core.class_from_errno
 _M.class_from_sqlstate = core.class_from_sqlstate
 _M.class_from_http_status = core.class_from_http_status
@@ -260,8 +261,13 @@ function _M.record(t)
   elseif message == nil then
     error("errors.record: expected a message (or an error)", 2)
   end
-  return record(sev, cat, t.service, t.operation, error_type or "Error", message, t.context, t.correlation_id,
-    traceback)
+  -- The task's id looked up here (false: none), not by C calling back
+  -- into Lua (318 -> 385 ns per record).
+  local cid = t.correlation_id
+  if cid == nil then
+    cid = current_id() or false
+  end
+  return record(sev, cat, t.service, t.operation, error_type or "Error", message, t.context, cid, traceback)
 end
 
 _M.Error = Error
