@@ -286,4 +286,53 @@ describe("mnemo.pg", function()
     assert.equal(1, r.code)
     assert.matches("no DSN given %(set MNEMO_PG_DSN%)", r.stderr)
   end)
+  it("retries a real deadlock into a success under the database retry policy", function()
+    -- Two transactions lock two rows in opposite orders; PostgreSQL breaks
+    -- the deadlock by failing one (SQLSTATE 40P01, class deadlock), which
+    -- the guard retries: both end committed.
+    local op = "deadlock_write_" .. math.random(1e6)
+    mnemo.configure {
+      retry = { database = { attempts = 3, base = 0.05, max = 0.2, jitter = "none", on = { "deadlock" } } },
+      operations = { [op] = { timeout = 10, retry = "database", idempotent = true } },
+    }
+    local classes, done = {}, {}
+    mnemo.run(function()
+      local setup_conn = assert(pg.connect(dsn))
+      setup_conn:exec("DROP TABLE IF EXISTS deadlock_rows")
+      setup_conn:exec("CREATE TABLE deadlock_rows (id int PRIMARY KEY, v int)")
+      setup_conn:exec("INSERT INTO deadlock_rows VALUES (1, 0), (2, 0)")
+      setup_conn:close()
+      local function writer(first, second, name)
+        local conn = assert(pg.connect(dsn))
+        local attempt = 0
+        mnemo.guard(op, function()
+          attempt = attempt + 1
+          local ok, err = pcall(conn.transaction, conn, function(c)
+            c:exec("UPDATE deadlock_rows SET v = v + 1 WHERE id = $1", { first })
+            mnemo.sleep(0.2) -- both hold their first row now
+            c:exec("UPDATE deadlock_rows SET v = v + 1 WHERE id = $1", { second })
+          end)
+          if not ok then
+            classes[#classes + 1] = mnemo.errors.classify(err)
+            error(err, 0)
+          end
+        end)
+        done[name] = attempt
+        conn:close()
+      end
+      local a = mnemo.spawn(writer, 1, 2, "a")
+      local b = mnemo.spawn(writer, 2, 1, "b")
+      local deadline = mnemo.now() + 15
+      while not (done.a and done.b) and mnemo.now() < deadline do
+        mnemo.sleep(0.05)
+      end
+      assert(a and b)
+    end)
+    assert.same({ "deadlock" }, classes)
+    assert.is_true(done.a + done.b == 3, "one of them retried once")
+    local rows = with_conn(function(c)
+      return c:exec("SELECT sum(v)::int AS total FROM deadlock_rows")
+    end)
+    assert.equal(4, rows[1].total, "both transactions committed, each once")
+  end)
 end)
