@@ -413,4 +413,48 @@ describe("mnemo.redis", function()
     assert.equal("x\t0\n", r.stdout) -- the poll handle is mnemo's, not luv's
     assert.is_true(mnemo.now() - t0 < 5) -- the idle connection did not keep it alive
   end)
+  it("retries a guarded read into a success across a dropped connection (CLIENT KILL)", function()
+    local op = "redis_get_retried_" .. math.random(1e6)
+    mnemo.configure {
+      retry = { cache = { attempts = 3, base = 0.01, max = 0.05, jitter = "none", on = { "connection" } } },
+      operations = { [op] = { timeout = 3, retry = "cache", idempotent = true } },
+    }
+    local lines, restore = h.capture_log()
+    local got = mnemo.run(function()
+      local c = assert(redis.connect(redis_url()))
+      local admin = assert(redis.connect(redis_url()))
+      local k = key("dropped")
+      assert.is_true(c:set(k, "kept"))
+      local id = c:command("CLIENT", "ID")
+      local attempts = 0
+      local v = mnemo.guard(op, function()
+        attempts = attempts + 1
+        if attempts == 1 then
+          -- The connection is dropped under a command in flight (an idle
+          -- client would reconnect before anyone noticed).
+          mnemo.spawn(function()
+            mnemo.sleep(0.05)
+            admin:command("CLIENT", "KILL", "ID", tostring(id))
+          end)
+          local _, err = c:command("BLPOP", key("never"), 1)
+          error(err or "BLPOP returned before the kill", 0)
+        end
+        local value, err = c:get(k)
+        if err then
+          error(err, 0)
+        end
+        return value
+      end)
+      c:close()
+      admin:close()
+      return v
+    end)
+    restore()
+    assert.equal("kept", got)
+    local retries = h.events(lines, "retry")
+    assert.is_true(#retries >= 1, "the dropped connection was not seen: the test proves nothing")
+    assert.equal("connection", retries[1].class)
+    assert.equal(#retries, mnemo.stats()[op].retries)
+    assert.equal(1, mnemo.stats()[op].recovered)
+  end)
 end)
