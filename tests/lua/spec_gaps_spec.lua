@@ -135,4 +135,32 @@ describe("specification gaps", function()
     end
     assert.is_true(names.square_area, "total calls square_area")
   end)
+  it("never holds a file's transaction open while the embedder works", function()
+    -- The embedder stalls and, meanwhile, looks for an open transaction of
+    -- any other session of this database: there must be none (one file at
+    -- a time). Embedding moved inside the store's transaction fails this.
+    local open_seen, calls = {}, 0
+    local hashing = mnemo.embed.hashing(384)
+    local probe
+    local function embedder(chunks)
+      calls = calls + 1
+      mnemo.sleep(0.2)
+      local rows = probe:exec([[SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL]])
+      open_seen[#open_seen + 1] = rows[1].n
+      return hashing(chunks)
+    end
+    h.write_file(root .. "/pkg/stalled.py", "def stalled_embedding(x):\n    return x\n")
+    mnemo.run(function()
+      probe = assert(mnemo.pg.connect(dsn))
+      local r = mnemo.index { root = root, repository = "gaps_tx", dsn = dsn, concurrency = 1, embedder = embedder,
+        backfill_wait = 0 }
+      probe:close()
+      assert.equal(14, r.files_indexed)
+    end)
+    assert.is_true(calls >= 1)
+    for i, n in ipairs(open_seen) do
+      assert.equal(0, n, "a transaction was open during embedder call " .. i)
+    end
+  end)
 end)
