@@ -9,6 +9,7 @@ local hooks = require "mnemo.hooks"
 local sandbox = require "mnemo.sandbox"
 
 local setmetatable, pairs, type, pcall, tostring = setmetatable, pairs, type, pcall, tostring
+local format = string.format
 
 local _M = {}
 local registry = {}    -- name -> Breaker
@@ -52,10 +53,77 @@ function Breaker:state()
   return self.ud:state()
 end
 
+-- metrics(): the C breaker's figures, plus probing, recent_failures (the
+-- last RECENT_FAILURES counted failures, oldest first: kind, message
+-- scrubbed and cut to RECENT_MESSAGE bytes, time in RFC 3339 UTC), trips
+-- (transitions to open), false_positives (trips whose first trial -- a
+-- half-open call or a health probe -- succeeded), trips_decided (trips
+-- whose first trial is over) and false_positive_rate (false_positives /
+-- trips_decided, 0 before any).
 function Breaker:metrics()
   local m = self.ud:metrics()
   m.probing = self.probing or false
+  local recent, ring = {}, self.recent
+  for k = 1, ring.n do
+    local i = (ring.head - ring.n + k - 1) % _M.RECENT_FAILURES + 1
+    local f = ring[i]
+    recent[k] = { kind = f.kind, message = f.message, time = f.time }
+  end
+  m.recent_failures = recent
+  local t = self.trips
+  m.trips, m.false_positives, m.trips_decided = t.trips, t.false_positives, t.decided
+  m.false_positive_rate = t.decided > 0 and t.false_positives / t.decided or 0
   return m
+end
+
+-- The recent failures kept per breaker, and the bytes of each message.
+_M.RECENT_FAILURES, _M.RECENT_MESSAGE = 10, 200
+
+local function rfc3339(t)
+  local whole = math.floor(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. format(".%03dZ", math.floor((t - whole) * 1000))
+end
+_M.rfc3339 = rfc3339
+
+-- A counted failure (the failure path only): kept in a ring of
+-- RECENT_FAILURES entries for /v1/breakers and the dashboard.
+function Breaker:note_failure(err)
+  local ring = self.recent
+  local i = ring.head % _M.RECENT_FAILURES + 1
+  local msg = core.error_scrub(tostring(type(err) == "table" and (err.message or err) or err))
+  if #msg > _M.RECENT_MESSAGE then
+    msg = msg:sub(1, _M.RECENT_MESSAGE)
+  end
+  ring[i] = { kind = errors.classify(err), message = msg, time = rfc3339(core.error_wall_time()) }
+  ring.head = i
+  if ring.n < _M.RECENT_FAILURES then
+    ring.n = ring.n + 1
+  end
+end
+
+-- The first trial after a trip decides whether it was a false positive
+-- (called by the guard after an admitted call while one is pending, by the
+-- probe loop, and on the transitions that end the half-open state).
+function Breaker:first_trial(succeeded)
+  local t = self.trips
+  if not t.pending then
+    return
+  end
+  t.pending = false
+  t.decided = t.decided + 1
+  if succeeded then
+    t.false_positives = t.false_positives + 1
+  end
+end
+
+-- After an admitted call settled: while a trip is pending and the breaker
+-- is half-open, that call was its first trial (an ignored class decides
+-- nothing).
+function Breaker:trial_settled(ok, ignored)
+  if ignored or not self.trips.pending or self.ud:state() ~= "half_open" then
+    return
+  end
+  self:first_trial(ok)
 end
 
 function Breaker:reset()
@@ -114,6 +182,9 @@ _M.IGNORED = IGNORED
 
 function Breaker:_settle(t0, ok, ...)
   if ok then
+    if self.trips.pending then
+      self:trial_settled(true)
+    end
     self.ud:success(core.now() - t0)
     return ...
   end
@@ -122,6 +193,10 @@ function Breaker:_settle(t0, ok, ...)
     self.ud:ignored()
   else
     self.last_failure = err
+    self:note_failure(err)
+    if self.trips.pending then
+      self:trial_settled(false)
+    end
     self.ud:failure(core.now() - t0)
   end
   error(err, 0)
@@ -152,6 +227,7 @@ local function start_probe(b)
         pok, healthy = pcall(timeout.timeout, { seconds = b.probe_timeout or 5, operation = "health_probe" },
           b.health_probe)
       end
+      b:first_trial(pok and healthy and true or false)
       if pok and healthy then
         log.emit("info", "breaker_probe_ok", { breaker = b.name })
         b.ud:force_half_open()
@@ -170,6 +246,20 @@ core.set_breaker_listener(function(name, from, to)
     -- fields would change under the cause.
     local cause = b.last_failure
     b.open_cause = errors.is_shared(cause) and errors.plain_copy(cause) or cause
+  end
+  if b then
+    -- A half-open state that ends decides a pending trip's first trial
+    -- (closing: it succeeded; reopening: it failed); a new trip waits for
+    -- its own.
+    if from == "half_open" and (to == "closed" or to == "open") then
+      b:first_trial(to == "closed")
+    end
+    if to == "open" then
+      local t = b.trips
+      t.trips, t.pending = t.trips + 1, true
+    elseif to == "closed" then
+      b.trips.pending = false -- a reset: no trial
+    end
   end
   log.emit(to == "open" and "warn" or "info", "breaker_transition",
     { breaker = name, from = from, to = to, critical = b and b.config.critical or nil })
@@ -227,7 +317,8 @@ function _M.new(name, cfg)
   local b = setmetatable({ name = name, ud = ud, config = plain, listeners = {}, open_errors = {}, live = {},
     health_probe = cfg.health_probe, probe_interval = cfg.probe_interval,
     on_transition_hook = cfg.on_transition,
-    probe_timeout = cfg.probe_timeout }, Breaker)
+    probe_timeout = cfg.probe_timeout, recent = { head = 0, n = 0 },
+    trips = { trips = 0, false_positives = 0, decided = 0, pending = false } }, Breaker)
   registry[name] = b
   return b
 end

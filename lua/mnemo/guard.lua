@@ -64,6 +64,7 @@ local function stats_for(operation)
     s = { calls = 0, successes = 0, failures = 0, timeouts = 0, retries = 0, fast_fails = 0,
       bulkhead_rejections = 0, fallbacks = 0, budget_denials = 0, recovered = 0 }
     stats[operation] = s
+    _M.rotate_window(s, core.now()) -- the window's origin
   end
   return s
 end
@@ -721,11 +722,12 @@ end
 
 -- The timeout rate of an operation over about a minute, at no cost to a
 -- call: up to WINDOW_SLOTS snapshots of its cumulative calls and timeouts,
--- at least WINDOW_STEP seconds apart, taken lazily (when a timeout is
--- counted and when the stats are read). The rate is the timeouts over the
--- calls since the oldest snapshot of the last WINDOW_SLOTS * WINDOW_STEP
--- seconds (the most recent older one when none is that recent, nothing
--- before the operation's first call otherwise).
+-- at least WINDOW_STEP seconds apart, taken lazily (when its counters are
+-- made, when a timeout is counted and when the stats are read). The rate
+-- is the timeouts over the calls since the newest snapshot at least
+-- WINDOW_SLOTS * WINDOW_STEP seconds old, else since the oldest kept (so
+-- with reads every few seconds, over the last 54 to 66 s; with rarer
+-- reads, since the last read before the minute).
 _M.WINDOW_STEP, _M.WINDOW_SLOTS = 6, 10
 
 function _M.rotate_window(s, now)
@@ -753,16 +755,14 @@ local function window_rate(s, now)
   local base_calls, base_timeouts = 0, 0
   if w then
     local span = _M.WINDOW_STEP * _M.WINDOW_SLOTS
-    local best, newest_old
-    for k = 0, w.n - 1 do
+    local best
+    for k = 0, w.n - 1 do -- newest first
       local i = (w.head - 1 - k) % _M.WINDOW_SLOTS + 1
-      if now - w.t[i] <= span then
-        best = i
-      elseif not newest_old then
-        newest_old = i
+      best = i
+      if now - w.t[i] >= span then
+        break
       end
     end
-    best = best or newest_old
     if best then
       base_calls, base_timeouts = w.calls[best], w.timeouts[best]
     end

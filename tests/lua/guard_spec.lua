@@ -1413,3 +1413,200 @@ describe("switches", function()
       mnemo.explain(op).switches)
   end)
 end)
+
+-- Timeout rates over the guard's window, breaker false positives and the
+-- breaker's recent failures (mnemo.stats(), Breaker:metrics()).
+describe("rates and recent failures", function()
+  local restore
+  before_each(function()
+    mnemo.clock.virtual(true)
+    local _
+    _, restore = quiet()
+  end)
+  after_each(function()
+    restore()
+    mnemo.clock.virtual(false)
+  end)
+
+  -- A success that overruns its attempt timeout without yielding: a
+  -- timeout counted, whatever the clock.
+  local function overrun()
+    mnemo.clock.advance(2)
+    return true
+  end
+  local function ok_fn()
+    return true
+  end
+
+  it("gives the timeout rate of an operation over about a minute, forgetting older calls", function()
+    local op = uniq("rated")
+    mnemo.configure { operations = { [op] = { timeout = 1 } } }
+    mnemo.run(function()
+      for _ = 1, 8 do
+        assert.is_true(mnemo.try(op, ok_fn))
+      end
+      assert.is_nil(mnemo.try(op, overrun))
+      assert.is_nil(mnemo.try(op, overrun))
+    end)
+    local s = mnemo.stats()[op]
+    assert.equal(10, s.window_calls)
+    assert.equal(2, s.window_timeouts)
+    assert.near(0.2, s.timeout_rate, 1e-9)
+    assert.near(0.2, require("mnemo.guard").rates()[op].rate, 1e-9)
+    -- Read twice at the same instant: the same figures (a read does not
+    -- start the window over).
+    assert.near(0.2, mnemo.stats()[op].timeout_rate, 1e-9)
+    -- Read every 6 s for two minutes with only successes: the timeouts
+    -- leave the window.
+    for _ = 1, 20 do
+      mnemo.clock.advance(6)
+      mnemo.run(function()
+        assert.is_true(mnemo.try(op, ok_fn))
+      end)
+      mnemo.stats()
+    end
+    s = mnemo.stats()[op]
+    assert.equal(0, s.window_timeouts)
+    assert.is_true(s.window_calls >= 9 and s.window_calls <= 11, tostring(s.window_calls))
+    assert.equal(0, s.timeout_rate)
+    assert.equal(2, s.timeouts) -- the total stays
+  end)
+
+  it("costs the success path no allocation with a breaker and a window", function()
+    local op = uniq("cheap")
+    mnemo.configure { breakers = { [op] = { failure_threshold = 5 } },
+      operations = { [op] = { timeout = 1, breaker = op } } }
+    local guard = mnemo.guard
+    mnemo.run(function()
+      for _ = 1, 2000 do
+        guard(op, ok_fn)
+      end
+      mnemo.stats()
+      collectgarbage()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      for _ = 1, 20000 do
+        guard(op, ok_fn)
+      end
+      local grew = (collectgarbage("count") - before) * 1024
+      collectgarbage("restart")
+      assert.is_true(grew / 20000 < 1, grew / 20000 .. " B per call")
+    end)
+    assert.same({}, mnemo.breaker.get(op):metrics().recent_failures)
+  end)
+
+  local function trip(op, n)
+    for _ = 1, n do
+      assert.is_nil(mnemo.try(op, failing("connection")))
+    end
+  end
+
+  it("counts a trip whose first half-open trial succeeded as a false positive", function()
+    local op = uniq("fp")
+    mnemo.configure { breakers = { [op] = { failure_threshold = 2, recovery_timeout = 1 } },
+      operations = { [op] = { timeout = 5, breaker = op } } }
+    local b = mnemo.breaker.get(op)
+    mnemo.run(function()
+      trip(op, 2)
+      assert.equal("open", b:state())
+      local m = b:metrics()
+      assert.equal(1, m.trips)
+      assert.equal(0, m.trips_decided)
+      assert.equal(0, m.false_positive_rate)
+      mnemo.clock.advance(1)
+      assert.is_true(mnemo.try(op, ok_fn)) -- the first trial: a false positive
+      assert.equal("closed", b:state())
+      trip(op, 2)
+      mnemo.clock.advance(1)
+      assert.is_nil(mnemo.try(op, failing("connection"))) -- the first trial fails: a real trip
+      assert.equal("open", b:state())
+    end)
+    local m = b:metrics()
+    assert.equal(3, m.trips)
+    assert.equal(2, m.trips_decided)
+    assert.equal(1, m.false_positives)
+    assert.near(0.5, m.false_positive_rate, 1e-9)
+    -- A reset ends the pending trip undecided.
+    b:reset()
+    assert.equal(2, b:metrics().trips_decided)
+  end)
+
+  it("decides on the first trial when half-open takes several, and ignores ignored classes", function()
+    local op = uniq("fp2")
+    mnemo.configure { breakers = { [op] = { failure_threshold = 1, recovery_timeout = 1, half_open_max_calls = 2 } },
+      operations = { [op] = { timeout = 5, breaker = op } } }
+    local b = mnemo.breaker.get(op)
+    mnemo.run(function()
+      trip(op, 1)
+      mnemo.clock.advance(1)
+      assert.is_nil(mnemo.try(op, failing("invalid_input"))) -- decides nothing
+      assert.equal(0, b:metrics().trips_decided)
+      assert.is_true(mnemo.try(op, ok_fn)) -- first trial succeeded
+      assert.equal("half_open", b:state())
+      assert.is_nil(mnemo.try(op, failing("connection"))) -- reopens: the trip was already decided
+    end)
+    local m = b:metrics()
+    assert.equal(2, m.trips)
+    assert.equal(1, m.trips_decided)
+    assert.equal(1, m.false_positives)
+  end)
+
+  it("decides by the first health probe, also through Breaker:call", function()
+    local name = uniq("probed")
+    local healthy = { true }
+    local b = mnemo.breaker(name, { failure_threshold = 1, recovery_timeout = 60, probe_interval = 1,
+      health_probe = function()
+        return table.remove(healthy, 1) or false
+      end })
+    mnemo.run(function()
+      assert.is_false(pcall(b.call, b, failing("connection")))
+      assert.equal("open", b:state())
+      mnemo.clock.advance(1) -- the probe succeeds: half-open, a false positive
+      assert.equal("half_open", b:state())
+      assert.equal(1, b:metrics().false_positives)
+      assert.is_false(pcall(b.call, b, failing("connection"))) -- reopens; the next probe fails
+      healthy = { false, true }
+      mnemo.clock.advance(1)
+      assert.equal("open", b:state())
+    end)
+    local m = b:metrics()
+    assert.equal(2, m.trips)
+    assert.equal(2, m.trips_decided)
+    assert.equal(1, m.false_positives)
+    b:reset()
+    mnemo.breaker.remove(name)
+  end)
+
+  it("keeps the last 10 counted failures, scrubbed and cut to 200 bytes, with kind and time", function()
+    local op = uniq("recent")
+    mnemo.configure { breakers = { [op] = { failure_threshold = 1000 } },
+      operations = { [op] = { timeout = 1, breaker = op } } }
+    local b = mnemo.breaker.get(op)
+    mnemo.run(function()
+      for i = 1, 12 do
+        mnemo.try(op, function()
+          error(mnemo.error("connection", "refused #" .. i))
+        end)
+      end
+      mnemo.try(op, failing("not_found")) -- ignored: not counted, not kept
+      mnemo.try(op, function()
+        error(mnemo.error("http_5xx", "at /home/alice/x token password=hunter2 " .. ("x"):rep(500)))
+      end)
+      mnemo.try(op, overrun) -- a timeout
+    end)
+    local recent = b:metrics().recent_failures
+    assert.equal(10, #recent)
+    assert.equal("refused #5", recent[1].message)
+    assert.equal("refused #12", recent[8].message)
+    assert.equal("connection", recent[8].kind)
+    assert.equal("http_5xx", recent[9].kind)
+    assert.is_true(#recent[9].message <= 200, #recent[9].message)
+    assert.not_matches("hunter2", recent[9].message)
+    assert.not_matches("alice", recent[9].message)
+    assert.equal("timeout", recent[10].kind)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", recent[10].time)
+    -- a copy: changing it changes nothing
+    recent[1].message = "x"
+    assert.equal("refused #5", b:metrics().recent_failures[1].message)
+  end)
+end)
