@@ -2,6 +2,7 @@
 -- docs/POLICIES.md). Every problem is reported, each as
 -- "path: expected ..., got ...", not just the first.
 local errors = require "mnemo.errors"
+local overrides = require "mnemo.overrides"
 
 local type, pairs, ipairs, tostring, format, floor = type, pairs, ipairs, tostring, string.format, math.floor
 
@@ -101,13 +102,14 @@ local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
-  "error_tracking", "include", "sandbox", "log", "switches" }
+  "error_tracking", "include", "sandbox", "log", "switches", "repositories", "paths" }
 local LOG_KEYS = set { "level", "summary_interval", "rate_limit" }
 local LOG_LEVELS = set { "debug", "info", "warn", "error", "critical" }
 local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_mib" }
 local TRACKING_KEYS = set { "capacity", "max_bytes", "window", "batch", "interval", "max_backoff", "retention_days",
   "retention_interval", "service" }
-local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "webhook" }
+local ALERT_KEYS = set { "interval", "window", "critical", "error", "warning", "webhook", "timeout_rate",
+  "timeout_rate_min_calls", "breaker_false_positive_rate" }
 local JITTERS = set { "none", "full", "equal", "decorrelated", "proportional" }
 
 local DURATION = { what = "a number of seconds > 0", above = 0 }
@@ -256,6 +258,13 @@ function Checker:alerts(a, path)
       self:number(a, path, key, { what = "integer >= 0 (alert above it) or false", integer = true, min = 0 })
     end
   end
+  -- rate rules: a fraction in [0, 1] (alert above it) or false
+  for _, key in ipairs({ "timeout_rate", "breaker_false_positive_rate" }) do
+    if a[key] ~= false then
+      self:number(a, path, key, { what = "a number in [0, 1] (alert above it) or false", min = 0, max = 1 })
+    end
+  end
+  self:number(a, path, "timeout_rate_min_calls", { what = "integer >= 1", integer = true, min = 1 })
   local w = a.webhook
   if w ~= nil and (type(w) ~= "string" or not w:match("^http://[^/:]+")) then
     self:problem(path .. ".webhook", "an http:// URL", w)
@@ -360,6 +369,16 @@ function _M.validate(c)
     for _, key in ipairs { "memory_mib", "hook_memory_mib" } do
       ck:number(c.sandbox, "sandbox", key, { what = "integer in [1, 1024]", integer = true, min = 1, max = 1024 })
     end
+  end
+  do
+    -- Per-repository and per-path timeouts name the timeouts section's.
+    local known = { default = true }
+    if type(c.timeouts) == "table" then
+      for k in pairs(c.timeouts) do
+        known[k] = true
+      end
+    end
+    overrides.check(ck, c, known)
   end
   if c.log ~= nil and ck:table(c.log, "log") then
     ck:keys(c.log, "log", LOG_KEYS)

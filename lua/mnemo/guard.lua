@@ -7,6 +7,7 @@ local errors = require "mnemo.errors"
 local log = require "mnemo.log"
 local log_summary = require "mnemo.log_summary"
 local correlation = require "mnemo.correlation"
+local overrides = require "mnemo.overrides"
 local config = require "mnemo.config"
 local breakers = require "mnemo.breaker"
 local bulkheads = require "mnemo.bulkhead"
@@ -94,6 +95,9 @@ end
 local function compile_op(name, spec, parts)
   local timeouts, sw = parts.timeouts, parts.switches
   local t = spec.timeout
+  -- The named timeout the operation uses (per-repository and per-path
+  -- overrides name it); none when it has a number of its own.
+  local timeout_name = type(t) == "string" and t or (t == nil and "default" or nil)
   if type(t) == "string" then
     t = timeouts[t]
   end
@@ -104,6 +108,7 @@ local function compile_op(name, spec, parts)
     name = name,
     -- false: no deadline for the attempt (attempt_begin takes a number)
     timeout = sw.timeouts and t,
+    timeout_name = sw.timeouts and timeout_name or nil,
     deadline = sw.timeouts and spec.deadline or nil,
     retry = sw.retries and policy or nil,
     retry_name = rname,
@@ -194,6 +199,7 @@ function _M.configure(c)
     ops[name] = compile_op(name, spec, parts)
   end
   degrade.configure(c.degrade)
+  overrides.configure(c)
   log.configure(c.log)
   log_summary.configure(c.log)
   breakers.set_switches(sw)
@@ -352,7 +358,15 @@ local function attempt(op, s, attempt_no, opts, fn, ...)
       ud = nil -- nested in a call holding this breaker: pass through
     end
   end
-  local scope, retry_after = attempt_begin(op.timeout, op.name, ud)
+  local seconds = op.timeout
+  if opts then
+    -- opts.timeouts: name -> seconds (mnemo.overrides.for_file)
+    local own = opts.timeouts
+    if own and op.timeout_name then
+      seconds = own[op.timeout_name] or seconds
+    end
+  end
+  local scope, retry_after = attempt_begin(seconds, op.name, ud)
   if not scope then
     if op.bulkhead then
       op.bulkhead.ud:leave()
@@ -824,15 +838,28 @@ local function retry_settings(op)
   return out
 end
 
-function _M.explain(operation)
+-- explain(operation, { repository =, path = }): with a file, the timeout
+-- the repository's and paths' overrides give it, and `rules`, the entries
+-- that applied.
+function _M.explain(operation, file)
   local op = active.ops[operation]
   local known = op ~= nil
   op = op or resolve(operation)
   local configured = op.configured or EMPTY
+  local timeout_s, rules = configured.timeout, nil
+  if type(file) == "table" then
+    local own
+    own, rules = overrides.for_file(file.repository, file.path)
+    if own and op.timeout_name and own[op.timeout_name] then
+      timeout_s = own[op.timeout_name]
+    end
+  end
   return {
     operation = operation,
     known = known,
-    timeout = configured.timeout,
+    timeout = timeout_s,
+    timeout_name = op.timeout_name,
+    rules = rules,
     deadline = configured.deadline,
     retry = op.retry_builtin and "(built-in default)" or op.retry_name,
     retry_policy = retry_settings(op),
