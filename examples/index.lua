@@ -32,6 +32,10 @@ print("vector search: " .. vmode.label)
 -- Errors go to error_logs; health, metrics and the dashboard are served
 -- while the run lasts ($MNEMO_HTTP_ADDR, else a free loopback port).
 mnemo.tracking.start {}
+-- A breaker that was open when the last run stopped (less than its
+-- recovery_timeout ago) is open again for the time it had left; every
+-- transition is saved (circuit_breaker_state, lua/mnemo/breaker_store.lua).
+mnemo.breaker_store.start {}
 local server, serr = mnemo.http.serve { addr = os.getenv("MNEMO_HTTP_ADDR") or "127.0.0.1:0" }
 if server then
   print(("serving %s/health  %s/metrics  %s/monitoring/errors"):format(server:url(), server:url(), server:url()))
@@ -48,6 +52,7 @@ print(("search \"parse request\" (%s):"):format(hits.mode))
 for i, h in ipairs(hits) do
   print(("  %d. %s %s:%d-%d  score %.3f"):format(i, h.name_path, h.file_path, h.start_line, h.end_line, h.score))
 end
+mnemo.breaker_store.stop { flush = true }
 mnemo.tracking.stop { flush = true }
 if server then
   server:close()

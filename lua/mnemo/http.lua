@@ -475,6 +475,10 @@ function _M.serve_main(addr, mode, target, ...)
   if dsn and dsn ~= "" then
     -- Errors recorded while serving reach error_logs (and the dashboard).
     mnemo.tracking.start { dsn = dsn }
+    -- Breakers open when the last process stopped are open again for the
+    -- time they had left (those made later by the script: as they appear);
+    -- every transition is saved.
+    mnemo.breaker_store.start { dsn = dsn }
   end
   local server, err = _M.serve{ addr = addr }
   if not server then

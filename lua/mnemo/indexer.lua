@@ -433,36 +433,39 @@ local function stored_hashes(run, conn)
   return map
 end
 
-local function index_one(run, w, file)
+-- One file's work. Returns its outcome and reason; index_file records
+-- them (once). `state.committed` is set the moment its transaction has
+-- committed: from then on the file is indexed, whatever happens after.
+local function index_one(run, w, file, state)
   local opts = run.opts
   if file.size > opts.max_file_bytes then
-    return record(run, file, "skipped", "too_large")
+    return "skipped", "too_large"
   end
   local chunker = run.chunker
   local text, why = _M.read_file(file, opts.max_file_bytes)
   if not text then
-    return record(run, file, "skipped", why)
+    return "skipped", why
   end
   -- Binary first: a PNG is "binary" whatever its name says.
   if core.looks_binary(text) then
-    return record(run, file, "skipped", "binary")
+    return "skipped", "binary"
   end
   file.language = chunker.language_for(file.rel)
   if not file.language then
-    return record(run, file, "skipped", "unknown_language")
+    return "skipped", "unknown_language"
   end
   if not core.utf8_valid(text) then
-    return record(run, file, "skipped", "invalid_utf8")
+    return "skipped", "invalid_utf8"
   end
   file.hash = core.hash64(text)
   local key = _M.cache_key(run.instance, run.repository, file.rel)
   if run.cache:get(key) == file.hash then
     run.report.cache_hits = run.report.cache_hits + 1
-    return record(run, file, "unchanged")
+    return "unchanged"
   end
   if run.stored[file.rel] == file.hash then
     run.cache:set(key, file.hash, run.opts.cache_ttl)
-    return record(run, file, "unchanged")
+    return "unchanged"
   end
   local context = { file_path = file.rel, repository = run.repository, language = file.language }
   local ok, chunks = pcall(guard.guard, "parse_file", function()
@@ -474,27 +477,44 @@ local function index_one(run, w, file)
   end, { context = context })
   if not ok then
     local kind = errors.classify(chunks)
-    return record(run, file, "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind))
+    return "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind)
   end
   local embeddings, embedding_keys = embed_chunks(run, chunks)
-  local sok, pending = pcall(guard.guard, "db_write", function()
-    return store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
+  state.stage = "store"
+  local _, err = pcall(guard.guard, "db_write", function()
+    local p = store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
+    state.committed, state.pending = true, p
+    return p
   end, { context = context })
-  if not sok then
+  -- A store that committed is the file indexed even when the guard calls
+  -- it a failure: the shielded COMMIT finished after the attempt's (or the
+  -- file's) deadline had passed.
+  if not state.committed then
     -- Rolled back: nothing of this file was written; forget what the
     -- cache knew about it.
+    state.stage = "rolled_back"
     run.cache:invalidate(key)
-    return record(run, file, "failed", "store_" .. errors.classify(pending))
+    return "failed", "store_" .. errors.classify(err)
+  end
+  state.stage = "committed"
+  -- The counts first: the cache writes below are waits, and fail at once
+  -- if the file's deadline passed during the COMMIT.
+  run.report.chunks = run.report.chunks + #chunks
+  _M.totals.chunks = _M.totals.chunks + #chunks
+  if state.pending > 0 then
+    run.queued = run.queued + state.pending
+    run.start_backfill()
   end
   run.cache:set(key, file.hash, run.opts.cache_ttl) -- only after the commit
   cache_embeddings(run, embeddings, embedding_keys)
-  run.report.chunks = run.report.chunks + #chunks
-  _M.totals.chunks = _M.totals.chunks + #chunks
-  if pending > 0 then
-    run.queued = run.queued + pending
-    run.start_backfill()
-  end
-  return record(run, file, "indexed")
+  return "indexed"
+end
+
+-- Runs index_one; keeps its outcome in `state` so that a deadline noticed
+-- only when its scope is left (mnemo.timeout raises then) cannot add a
+-- second one.
+local function index_attempt(run, w, file, state)
+  state.outcome, state.reason = index_one(run, w, file, state)
 end
 
 _M.hashing_embedder = embed.hashing
@@ -613,13 +633,33 @@ function _M.index(opts)
   end
   local done, last_progress = 0, t0
   local total = #files
-  -- One file's work and, if it fails, its record: under the file's id.
+  -- One file's work and its record: under the file's id. Exactly one
+  -- outcome per file, and it matches the database: committed
+  -- is indexed (even if the deadline fired during the shielded COMMIT or
+  -- during the cache writes after it); else the outcome the work reached
+  -- stands (an expiry seen only when the deadline's scope is left adds
+  -- nothing); else the error that cut it: a deadline that fired with the
+  -- store in flight (before its COMMIT) is store_timeout, a database
+  -- reason like the store's own timeout.
   local function index_file(w, file)
+    local state = {}
     local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
-      operation = "index_file", context = { file_path = file.rel } }, index_one, run, w, file)
-    if not ok then
+      operation = "index_file", context = { file_path = file.rel } }, index_attempt, run, w, file, state)
+    if state.committed then
+      record(run, file, "indexed")
+    elseif state.outcome then
+      record(run, file, state.outcome, state.reason)
+    elseif not ok then
       local kind = errors.classify(err)
-      record(run, file, "failed", kind == "connection" and "database_unavailable" or ("index_" .. kind))
+      local reason
+      if kind == "connection" then
+        reason = "database_unavailable"
+      elseif state.stage == "store" or state.stage == "rolled_back" then
+        reason = "store_" .. kind
+      else
+        reason = "index_" .. kind
+      end
+      record(run, file, "failed", reason)
     end
   end
   -- Runs the workers over `list` until it is done.

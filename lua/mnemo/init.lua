@@ -39,6 +39,7 @@ local _M = {
   explain = guard.explain,
   stats = guard.stats,
   breaker = require "mnemo.breaker",
+  breaker_store = require "mnemo.breaker_store",
   bulkhead = require "mnemo.bulkhead",
   policy = require "mnemo.policy",
   degrade = require "mnemo.degrade",

@@ -385,7 +385,8 @@ local function table_html(headers, rows)
   for _, row in ipairs(rows) do
     out[#out + 1] = "<tr>"
     for _, cell in ipairs(row) do
-      out[#out + 1] = "<td>" .. esc(cell) .. "</td>"
+      -- { html = ... }: markup made (and escaped) by the caller.
+      out[#out + 1] = "<td>" .. (type(cell) == "table" and cell.html or esc(cell)) .. "</td>"
     end
     out[#out + 1] = "</tr>"
   end
@@ -400,6 +401,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f3f3f3}.none{color:#888}.alert{background:#fde8e8;border:1px solid #e99;padding:.5em;margin:.3em 0}
+pre{margin:.3em 0;white-space:pre-wrap;font-size:12px}
 .open{color:#b00;font-weight:bold}.half_open{color:#b60}.closed{color:#070}.note{color:#888}
 ]]
 
@@ -437,15 +439,24 @@ function _M.dashboard_html()
     add('<p class="alert">error log unavailable: ' .. esc(tracking.scrub(tostring(serr))) .. "</p>")
   end
 
+  -- The stored stack trace of a row, folded (a <details> element), escaped.
+  local function traceback_cell(tb)
+    if type(tb) ~= "string" or tb == "" then
+      return { html = '<span class="none">none</span>' }
+    end
+    return { html = '<details class="traceback"><summary>traceback</summary><pre>' .. esc(tb)
+      .. "</pre></details>" }
+  end
+
   add("<h2>Recent critical errors</h2>")
   local recent = tracking.recent { severity = "CRITICAL", limit = 20 }
   if recent then
     local rows = {}
     for _, r in ipairs(recent) do
       rows[#rows + 1] = { r.last_seen, r.service, r.operation or "", r.error_type, r.message,
-        format("%d", r.occurrences) }
+        format("%d", r.occurrences), traceback_cell(r.traceback) }
     end
-    add(table_html({ "last seen", "service", "operation", "error type", "message", "count" }, rows))
+    add(table_html({ "last seen", "service", "operation", "error type", "message", "count", "traceback" }, rows))
   end
 
   add("<h2>Most recent errors</h2>")
@@ -454,9 +465,10 @@ function _M.dashboard_html()
     local rows = {}
     for _, r in ipairs(latest) do
       rows[#rows + 1] = { r.last_seen, r.severity, r.category, r.operation or "", r.error_type, r.message,
-        format("%d", r.occurrences) }
+        format("%d", r.occurrences), traceback_cell(r.traceback) }
     end
-    add(table_html({ "last seen", "severity", "category", "operation", "error type", "message", "count" }, rows))
+    add(table_html({ "last seen", "severity", "category", "operation", "error type", "message", "count",
+      "traceback" }, rows))
   end
 
   add("<h2>Circuit breakers</h2>")

@@ -111,10 +111,12 @@ local state = {
   idle = {},        -- connections for stats/recent/alerts
   backoff = 0,
   last_retention = nil,
+  partitions_day = nil, -- the UTC day the flusher last made error_logs' partitions for
   last_alert_check = nil,
   last_error = nil,
   active = {},      -- severity -> active alert
   counts = { flush_runs = 0, batches_written = 0, batches_dropped = 0, retention_deleted = 0,
+    retention_partitions_dropped = 0, partitions_created = 0,
     alerts_fired = 0, alerts_cleared = 0, webhook_sent = 0, webhook_failures = 0 },
 }
 
@@ -185,6 +187,7 @@ function _M.reset()
   state.active = {}
   state.backoff = 0
   state.last_retention, state.last_alert_check, state.last_error = nil, nil, nil
+  state.partitions_day = nil
   for k in pairs(state.counts) do
     state.counts[k] = 0
   end
@@ -417,7 +420,34 @@ function _M.flush(opts)
   return nil, err
 end
 
--- Deletes rows whose last occurrence is older than retention_days.
+-- error_logs is partitioned by window_start, one partition per UTC day
+-- (db/migrations/007_error_logs_partitioned.sql; a DEFAULT partition takes
+-- the rest). The flusher makes today's and the next PARTITIONS_AHEAD - 1
+-- days' partitions, once per UTC day (and at its first tick), before it
+-- writes: -> partitions created | nil, err (inside a task).
+_M.PARTITIONS_AHEAD = 3
+function _M.ensure_partitions(opts)
+  local dsn, derr = dsn_of(opts)
+  if not dsn then
+    return nil, derr
+  end
+  local rows, err = query(dsn, "SELECT error_logs_create_partitions((now() AT TIME ZONE 'UTC')::date, $1::int) AS n",
+    { tostring(_M.PARTITIONS_AHEAD) }, "error_flush")
+  if not rows then
+    log.emit("warn", "error_partitions_failed", { error = tostring(err) })
+    return nil, err
+  end
+  local n = tonumber(rows[1].n) or 0
+  state.counts.partitions_created = state.counts.partitions_created + n
+  return n
+end
+
+-- Retention: drops the day partitions that end more than retention_days
+-- ago, whole, and deletes the older rows of the one that straddles that
+-- cutoff and of the DEFAULT partition (error_logs_drop_before). A row's
+-- age is its window_start (the partition key; last_seen is at most one
+-- aggregation window later). -> rows deleted (not counting the dropped
+-- partitions'), partitions dropped | nil, err.
 function _M.prune(opts)
   local dsn, derr = dsn_of(opts)
   if not dsn then
@@ -426,20 +456,25 @@ function _M.prune(opts)
   local days = opts and opts.retention_days or section("error_tracking").retention_days
   local ok, res = pcall(guard.guard, "error_flush", function()
     local rows, err = with_conn(dsn, function(conn)
-      return conn:exec("DELETE FROM error_logs WHERE last_seen < now() - $1::float8 * interval '1 day'",
-        { tostring(days) })
+      return conn:exec([[SELECT partitions_dropped, rows_deleted::float8 AS rows_deleted
+        FROM error_logs_drop_before(now() - $1::float8 * interval '1 day')]], { tostring(days) })
     end)
     if not rows then
       error(err, 0)
     end
-    return rows.affected or 0
+    return rows[1]
   end)
   if not ok then
     log.emit("warn", "error_retention_failed", { error = tostring(res) })
     return nil, res
   end
-  state.counts.retention_deleted = state.counts.retention_deleted + res
-  return res
+  local deleted, dropped = res.rows_deleted or 0, res.partitions_dropped or 0
+  state.counts.retention_deleted = state.counts.retention_deleted + deleted
+  state.counts.retention_partitions_dropped = state.counts.retention_partitions_dropped + dropped
+  if dropped > 0 then
+    log.emit("info", "error_partitions_dropped", { partitions = dropped, rows_deleted = deleted })
+  end
+  return deleted, dropped
 end
 
 -- ---- alerts ----
@@ -559,6 +594,11 @@ end
 local function tick(dsn)
   local s = apply()
   local now = core.error_wall_time()
+  local day = floor(now / 86400)
+  -- Not while PostgreSQL is down (the flush finds out, and backs off).
+  if state.partitions_day ~= day and not state.last_error and _M.ensure_partitions { dsn = dsn } then
+    state.partitions_day = day
+  end
   local flushed = _M.flush { dsn = dsn }
   if flushed then
     state.backoff = 0
@@ -693,14 +733,52 @@ local function correlation_clause(param)
   return (" AND (correlation_id = $%d OR correlation_ids @> ARRAY[$%d]::text[])"):format(param, param)
 end
 
+-- group_by: one field or several, a comma list ("category,severity") or a
+-- list of names, each one of GROUP_BY, none twice -> the fields | nil, err.
+-- A name that is not one is refused (never put into SQL).
+local function group_fields(v)
+  local list = {}
+  if type(v) == "string" then
+    for name in (v .. ","):gmatch("([^,]*),") do
+      list[#list + 1] = name:match("^%s*(.-)%s*$")
+    end
+  elseif type(v) == "table" then
+    for i = 1, #v do
+      list[i] = v[i]
+    end
+  end
+  local expected = "expected one of " .. table.concat(_M.GROUP_BY, ", ") .. " or a comma list of them"
+  if #list == 0 then
+    return nil, "stats: group_by: " .. expected .. ", got " .. (type(v) == "string" and '""' or type(v))
+  end
+  local seen = {}
+  for _, name in ipairs(list) do
+    if type(name) ~= "string" or not GROUP_BY[name] then
+      -- Quoted when it is a plain word; else (markup, SQL, anything) only its size.
+      local shown = type(name) ~= "string" and "(a " .. type(name) .. ")"
+        or name:find("^[%w_]+$") and #name <= 40 and '"' .. name .. '"'
+        or format("(%d bytes, not a field name)", #name)
+      return nil, "stats: group_by: unknown field " .. shown .. " (" .. expected .. ")"
+    end
+    if seen[name] then
+      return nil, "stats: group_by: " .. name .. " given twice"
+    end
+    seen[name] = true
+  end
+  return list
+end
+
 -- tracking.stats{ since_hours = 24, group_by = "error_type", limit = 20,
--- correlation_id = nil, dsn = ... } -> { group_by, since_hours,
--- [correlation_id], groups = { { key, count, first_seen, last_seen,
--- operations = {...} }, ... } } | nil, err
--- count is the sum of occurrences; groups by count, largest first; `key`
--- is absent for events without one (no operation, no repository).
--- group_by: error_type | operation | service | category | severity |
--- repository (the context's). correlation_id: only the rows that id is
+-- correlation_id = nil, dsn = ... } -> { group_by, fields, since_hours,
+-- [correlation_id], groups = { { key, <field> = ..., count, first_seen,
+-- last_seen, operations = {...} }, ... } } | nil, err
+-- count is the sum of occurrences; groups by count, largest first; a
+-- group carries each grouped field by name (and, grouped by one, its value
+-- as `key` too), absent for events without one (no operation, no
+-- repository). group_by: error_type | operation | service | category |
+-- severity | repository (the context's), or several at once: a comma list
+-- ("category,service,error_type,severity") or a list; `group_by` in the
+-- result is the comma list, `fields` the list. correlation_id: only the rows that id is
 -- one of (the first event's or the sample's); a row is an aggregate, so
 -- count is still the row's occurrences, those of other ids included.
 -- Bad parameters: nil, err (invalid_input).
@@ -713,11 +791,15 @@ function _M.stats(p)
   if not hours then
     return bad("stats: since_hours: expected a number of hours in (0, 87840], got " .. tostring(p.since_hours))
   end
-  local group_by = p.group_by or "error_type"
-  local expr = GROUP_BY[group_by]
-  if not expr then
-    return bad("stats: group_by: expected one of " .. table.concat(_M.GROUP_BY, ", ") .. ", got "
-      .. tostring(group_by))
+  local fields, ferr = group_fields(p.group_by or "error_type")
+  if not fields then
+    return bad(ferr)
+  end
+  local exprs, cols, order = {}, {}, {}
+  for i, name in ipairs(fields) do
+    exprs[i] = GROUP_BY[name] .. " AS g" .. i
+    cols[i] = "g" .. i
+    order[i] = "g" .. i .. " NULLS LAST"
   end
   local limit = check_limit(p.limit, 20)
   if not limit then
@@ -731,23 +813,29 @@ function _M.stats(p)
   if not dsn then
     return nil, err
   end
-  local sql = ([[SELECT %s AS key, sum(occurrences)::float8 AS count,
+  -- Only names from GROUP_BY (their SQL) and g1..gN go into the text.
+  local sql = ([[SELECT %s, sum(occurrences)::float8 AS count,
       ]] .. ISO .. [[ AS first_seen, ]] .. ISO .. [[ AS last_seen,
       coalesce(to_jsonb(array_agg(DISTINCT operation) FILTER (WHERE operation IS NOT NULL)), '[]')::text
         AS operations
     FROM error_logs WHERE last_seen >= now() - $1::float8 * interval '1 hour'%s
-    GROUP BY 1 ORDER BY count DESC, key NULLS LAST LIMIT $2::int]]):format(expr, "min(first_seen)",
-    "max(last_seen)", cid and correlation_clause(3) or "")
+    GROUP BY %s ORDER BY count DESC, %s LIMIT $2::int]]):format(table.concat(exprs, ", "), "min(first_seen)",
+    "max(last_seen)", cid and correlation_clause(3) or "", table.concat(cols, ", "), table.concat(order, ", "))
   local rows, qerr = query(dsn, sql, { n = cid and 3 or 2, tostring(hours), tostring(limit), cid })
   if not rows then
     return nil, qerr
   end
   local groups = {}
   for i, r in ipairs(rows) do
-    groups[i] = { key = r.key, count = r.count, first_seen = r.first_seen, last_seen = r.last_seen,
-      operations = cjson.decode(r.operations) or {} }
+    local g = { key = #fields == 1 and r.g1 or nil, count = r.count, first_seen = r.first_seen,
+      last_seen = r.last_seen, operations = cjson.decode(r.operations) or {} }
+    for j, name in ipairs(fields) do
+      g[name] = r["g" .. j]
+    end
+    groups[i] = g
   end
-  return { group_by = group_by, since_hours = hours, correlation_id = cid, groups = groups }
+  return { group_by = table.concat(fields, ","), fields = fields, since_hours = hours, correlation_id = cid,
+    groups = groups }
 end
 
 local SEVERITY_SET = {}

@@ -389,3 +389,161 @@ describe("mnemo.index", function()
     assert.equal(1, near[1].depth)
   end)
 end)
+
+-- Issue item 12: a file whose index_file deadline fires while its store is
+-- in flight ends as exactly one outcome, and the outcome matches the
+-- database. The store is held just past the deadline for one file
+-- (pkg/slow.py): its COMMIT by a deferred trigger that sleeps (the COMMIT
+-- is shielded, so it completes after the deadline), or its transaction by
+-- an advisory lock on the file that another connection holds (so it is
+-- cancelled before its COMMIT).
+describe("mnemo.index: one outcome per file when the deadline fires during the store", function()
+  local DEADLINE = 0.4
+  local NFILES = 8 -- pkg/f1.py .. pkg/f7.py and pkg/slow.py
+  local dsn, root, policy_path
+
+  setup(function()
+    dsn = h.pg_migrated_database()
+    root = os.tmpname()
+    os.remove(root)
+    mkdir(root .. "/pkg")
+    for i = 1, NFILES - 1 do
+      h.write_file(("%s/pkg/f%d.py"):format(root, i), ("def f%d(x):\n    return x + %d\n"):format(i, i))
+    end
+    h.write_file(root .. "/pkg/slow.py", "def slow(x):\n    return x * 2\n")
+    -- The default policy with a short index_file deadline.
+    local f = assert(io.open("policies/default.lua"))
+    local text = f:read("*a")
+    f:close()
+    local n
+    text, n = text:gsub("index_file = [%d.]+", ("index_file = %g"):format(DEADLINE), 1)
+    assert.equal(1, n)
+    policy_path = os.tmpname() .. ".lua"
+    h.write_file(policy_path, text)
+    mnemo.policy._reset()
+    assert(mnemo.policy.load(policy_path))
+  end)
+  teardown(function()
+    os.execute("rm -rf '" .. root .. "'")
+    os.remove(policy_path)
+    mnemo.policy._reset()
+    assert(mnemo.policy.load("policies/default.lua"))
+  end)
+
+  local function sql(q, params)
+    return h.sql(dsn, q, params)
+  end
+
+  -- Indexes the tree into `repository` (no cache shared with another run);
+  -- `beside(repository)`, if given, runs in a task of its own alongside.
+  local function index(repository, extra, beside)
+    local opts = { root = root, repository = repository, dsn = dsn, concurrency = 2, backfill = false,
+      cache = mnemo.cache.cascade {} }
+    local calls = {} -- rel -> how many times the file was finished (on_file)
+    opts.on_file = function(rel)
+      calls[rel] = (calls[rel] or 0) + 1
+    end
+    for k, v in pairs(extra or {}) do
+      opts[k] = v
+    end
+    local box
+    local r = mnemo.run(function()
+      if beside then
+        box = h.start(beside, repository)
+        mnemo.sleep(0.05) -- it holds what it holds before the run starts
+      end
+      local report = mnemo.index(opts)
+      while box and not box.result do
+        mnemo.sleep(0.02)
+      end
+      return report
+    end)
+    if box then
+      assert.is_true(box.result[1], tostring(box.result[2]))
+    end
+    return r, calls
+  end
+
+  -- One outcome per file, and the report is the database: the files
+  -- reported indexed are exactly the files stored.
+  local function assert_one_outcome(r, calls, repository)
+    assert.equal(NFILES, r.files_total)
+    assert.equal(NFILES, r.files_indexed + r.files_failed + r.files_unchanged + r.files_skipped,
+      cjson.encode(r.reasons))
+    local failed = {}
+    for _, f in ipairs(r.failed) do
+      assert.is_nil(failed[f.file], "reported failed twice: " .. f.file)
+      failed[f.file] = f.reason
+    end
+    for rel, n in pairs(calls) do
+      assert.equal(1, n, rel .. " finished " .. n .. " times")
+    end
+    local stored = {}
+    for _, row in ipairs(sql("SELECT DISTINCT file_path FROM code_chunks WHERE repository = $1", { repository })) do
+      stored[row.file_path] = true
+    end
+    local nstored = 0
+    for rel in pairs(stored) do
+      nstored = nstored + 1
+      assert.is_nil(failed[rel], rel .. " is stored but reported failed (" .. tostring(failed[rel]) .. ")")
+    end
+    assert.equal(r.files_indexed, nstored)
+    assert.equal(NFILES, nstored + #r.failed)
+    return stored, failed
+  end
+
+  it("a COMMIT that completes after the deadline is the file indexed, once", function()
+    -- Sleeps once per transaction, at its COMMIT, for pkg/slow.py of the
+    -- repository held_commit: past the file's deadline.
+    sql(([[CREATE OR REPLACE FUNCTION hold_commit() RETURNS trigger AS $$
+      BEGIN
+        IF current_setting('mnemo_test.held', true) IS DISTINCT FROM 'y' THEN
+          PERFORM set_config('mnemo_test.held', 'y', true);
+          PERFORM pg_sleep(%g);
+        END IF;
+        RETURN NULL;
+      END $$ LANGUAGE plpgsql]]):format(DEADLINE * 2))
+    sql([[CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON code_chunks
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+      WHEN (NEW.repository = 'held_commit' AND NEW.file_path = 'pkg/slow.py') EXECUTE FUNCTION hold_commit()]])
+    local ok, r, calls = pcall(index, "held_commit")
+    sql("DROP TRIGGER hold_commit ON code_chunks")
+    assert(ok, r)
+    assert_one_outcome(r, calls, "held_commit")
+    assert.equal(NFILES, r.files_indexed, cjson.encode(r.reasons))
+    assert.equal(0, r.files_failed, cjson.encode(r.reasons))
+  end)
+
+  -- Holds pkg/slow.py's advisory transaction lock (the one
+  -- mnemo_store_file takes) for `seconds`.
+  local function hold_lock(seconds)
+    return function(repository)
+      local c = assert(mnemo.pg.connect(dsn))
+      c:exec("BEGIN")
+      c:exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", { repository .. "/pkg/slow.py" })
+      mnemo.sleep(seconds)
+      c:exec("COMMIT")
+      c:close()
+    end
+  end
+
+  it("a store cancelled before its COMMIT is the file failed, once, and nothing of it is stored", function()
+    -- Held past the deadline of the file's first try and of its second
+    -- (db_outage_wait = 0: the end-of-run round, tried once more).
+    local r, calls = index("held_lock", { db_outage_wait = 0 }, hold_lock(DEADLINE * 4))
+    local stored, failed = assert_one_outcome(r, calls, "held_lock")
+    assert.equal(NFILES - 1, r.files_indexed, cjson.encode(r.reasons))
+    assert.equal(1, r.files_failed, cjson.encode(r.reasons))
+    assert.equal("store_timeout", failed["pkg/slow.py"])
+    assert.is_nil(stored["pkg/slow.py"])
+  end)
+
+  it("a store cancelled before its COMMIT is tried again at the end of the run and indexed, once", function()
+    local r, calls = index("held_lock_wait", { db_outage_wait = 10 }, hold_lock(DEADLINE * 3))
+    local stored = assert_one_outcome(r, calls, "held_lock_wait")
+    assert.equal(NFILES, r.files_indexed, cjson.encode(r.reasons))
+    assert.equal(0, r.files_failed, cjson.encode(r.reasons))
+    assert.is_true(stored["pkg/slow.py"])
+    assert.is_true((r.database_outages or 0) >= 1)
+  end)
+end)

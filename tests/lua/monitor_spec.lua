@@ -282,6 +282,81 @@ describe("the HTTP face", function()
     assert.matches("embedder &lt;down&gt; &amp; out", r.stdout)
     assert.matches('<td class="closed">closed</td>', r.stdout)
   end)
+
+  it("groups /v1/errors/stats by several fields at once, and refuses a hostile group_by with 400", function()
+    mnemo.run(function()
+      for _ = 1, 3 do
+        mnemo.errors.record { severity = "ERROR", category = "parse", service = "indexer", error_type = "Syntax",
+          message = "bad token" }
+      end
+      mnemo.errors.record { severity = "WARNING", category = "parse", service = "indexer", error_type = "Syntax",
+        message = "odd token" }
+      assert.truthy(tracking.flush {})
+    end)
+    local code, body = mnemo.run(curl, { url .. "/v1/errors/stats?since_hours=1&group_by=category,severity" })
+    assert.equal(200, code, body)
+    local stats = json(body)
+    assert.equal("category,severity", stats.group_by)
+    local found
+    for _, g in ipairs(stats.groups) do
+      assert.is_string(g.category, body)
+      assert.is_string(g.severity, body)
+      assert.is_string(g.first_seen)
+      assert.is_string(g.last_seen)
+      if g.category == "parse" and g.severity == "ERROR" then
+        found = g
+      end
+    end
+    assert.is_not_nil(found, body)
+    assert.equal(3, found.count)
+    for _, q in ipairs { "category,severity%3B%20DROP%20TABLE%20error_logs", "category,%3Cscript%3E",
+      "category,message", "category,,severity", "category,category" } do
+      code, body = mnemo.run(curl, { url .. "/v1/errors/stats?group_by=" .. q })
+      assert.equal(400, code, q .. " -> " .. body)
+      local err = json(body)
+      assert.equal("bad_request", err.error)
+      assert.matches("group_by: ", err.message)
+      assert.not_matches("DROP", body)
+      assert.not_matches("script", body)
+    end
+    code, body = mnemo.run(curl, { url .. "/v1/errors/stats?group_by=category,message" })
+    assert.matches('unknown field \\"message\\" (expected one of error_type, operation, service, category, '
+      .. "severity, repository or a comma list of them)", body, 1, true)
+    assert.equal(1, #h.sql(dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'error_logs'"))
+  end)
+
+  it("shows an error's stored traceback folded in a <details> element, escaped (Chromium)", function()
+    mnemo.run(function()
+      mnemo.errors.record { severity = "CRITICAL", category = "api", service = "api", error_type = "XssProbe",
+        message = "probe", traceback = "stack traceback:\n\t<script>alert('tb')</script> & more\n\tx.lua:3: in main" }
+      assert.truthy(tracking.flush {})
+    end)
+    local html = mnemo.run(monitor.dashboard_html)
+    assert.matches('<details class="traceback"><summary>traceback</summary><pre>stack traceback:\n\t'
+      .. "&lt;script&gt;alert(&#39;tb&#39;)&lt;/script&gt; &amp; more", html, 1, true)
+    assert.is_nil(html:find("<script", 1, true))
+    local chromium
+    for _, name in ipairs { "/usr/bin/chromium", "/usr/bin/chromium-browser" } do
+      if io.open(name) then
+        chromium = name
+      end
+    end
+    if not chromium then
+      pending("chromium is not installed (scripts/install-deps installs it)")
+      return
+    end
+    local profile = h.tmpname("-chromium")
+    local r = mnemo.run(h.spawn, { chromium, "--headless", "--no-sandbox", "--disable-gpu",
+      "--disable-dev-shm-usage", "--user-data-dir=" .. profile, "--virtual-time-budget=2000", "--dump-dom",
+      url .. "/monitoring/errors" }, { timeout = 60 })
+    os.execute("rm -rf '" .. profile .. "'")
+    assert.equal(0, r.code, r.stderr)
+    -- The browser made a closed <details> of it, the markup as text.
+    assert.matches('<details class="traceback"><summary>traceback</summary><pre>', r.stdout, 1, true)
+    assert.matches("&lt;script&gt;alert('tb')&lt;/script&gt; &amp; more", r.stdout, 1, true)
+    assert.is_nil(r.stdout:find("<script", 1, true))
+    assert.is_nil(r.stdout:find("<details open", 1, true))
+  end)
 end)
 
 -- What /health tells anyone about the policy, and what only the admin

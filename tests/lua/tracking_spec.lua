@@ -382,8 +382,9 @@ describe("error tracking", function()
     local dsn = fresh_db()
     mnemo.errors.record { message = "recent" }
     assert(mnemo.run(tracking.flush, { dsn = dsn }))
-    sql(dsn, [[INSERT INTO error_logs (first_seen, last_seen, severity, category, service, error_type, message)
-      VALUES (now() - interval '40 days', now() - interval '31 days', 'ERROR', 'unknown', 'mnemo', 'Error', 'old')]])
+    sql(dsn, [[INSERT INTO error_logs (window_start, first_seen, last_seen, severity, category, service, error_type,
+      message) VALUES (now() - interval '31 days', now() - interval '40 days', now() - interval '31 days', 'ERROR',
+      'unknown', 'mnemo', 'Error', 'old')]])
     assert.equal(1, mnemo.run(tracking.prune, { dsn = dsn }))
     local rows = sql(dsn, "SELECT message FROM error_logs")
     assert.equal(1, #rows)
@@ -657,5 +658,272 @@ describe("error tracking", function()
     assert.equal(10000, policy.error_tracking.capacity)
     assert.equal(10, policy.alerts.error)
     assert.is_nil(tracking.start { dsn = "postgresql://x@127.0.0.1:1/x", colour = "red" })
+  end)
+  -- ---- error_logs partitioned by day (db/migrations/007) ----
+
+  local function partitions(dsn)
+    local out = {}
+    for _, r in ipairs(sql(dsn, [[SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'error_logs'::regclass ORDER BY 1]])) do
+      out[#out + 1] = r.relname
+    end
+    return out
+  end
+  local function day_name(dsn, offset_days)
+    return sql(dsn, "SELECT 'error_logs_p' || to_char((now() AT TIME ZONE 'UTC')::date + $1::int, 'YYYYMMDD') AS n",
+      { tostring(offset_days) })[1].n
+  end
+  local function has(list, v)
+    for _, x in ipairs(list) do
+      if x == v then
+        return true
+      end
+    end
+    return false
+  end
+
+  it("stores error_logs partitioned by day: rows land in their day's partition, the rest in DEFAULT", function()
+    local dsn = fresh_db()
+    assert.equal("p", sql(dsn, "SELECT relkind FROM pg_class WHERE oid = 'error_logs'::regclass")[1].relkind)
+    local parts = partitions(dsn)
+    for d = 0, 2 do
+      assert.is_true(has(parts, day_name(dsn, d)), day_name(dsn, d) .. " in " .. table.concat(parts, " "))
+    end
+    assert.is_true(has(parts, "error_logs_default"))
+    mnemo.errors.record { message = "today's" }
+    assert.equal(1, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    local row = sql(dsn, "SELECT tableoid::regclass::text AS part FROM error_logs WHERE message = 'today''s'")[1]
+    assert.equal(day_name(dsn, 0), row.part)
+    -- No partition for that day: DEFAULT. Making it moves the row there.
+    sql(dsn, [[INSERT INTO error_logs (window_start, severity, category, service, error_type, message)
+      VALUES (now() + interval '6 days', 'ERROR', 'unknown', 'mnemo', 'Error', 'later')]])
+    assert.equal("error_logs_default",
+      sql(dsn, "SELECT tableoid::regclass::text AS part FROM error_logs WHERE message = 'later'")[1].part)
+    assert.equal(1, sql(dsn, [[SELECT error_logs_create_partitions(((now() + interval '6 days') AT TIME ZONE
+      'UTC')::date, 1) AS n]])[1].n)
+    assert.equal(day_name(dsn, 6),
+      sql(dsn, "SELECT tableoid::regclass::text AS part FROM error_logs WHERE message = 'later'")[1].part)
+    assert.equal(0, #sql(dsn, "SELECT 1 FROM error_logs_default"))
+    -- The GIN index on context answers containment.
+    local idx = sql(dsn, "SELECT indexdef FROM pg_indexes WHERE indexname = 'error_logs_context'")[1]
+    assert.matches("gin %(context%)", idx.indexdef)
+  end)
+
+  it("still aggregates on the partitioned table: one row per event and window, in the same partition", function()
+    local dsn = fresh_db()
+    for _ = 1, 3 do
+      for _ = 1, 10 do
+        mnemo.errors.record { severity = "ERROR", category = "database", message = "same" }
+      end
+      assert.equal(10, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    end
+    local rows = sql(dsn, [[SELECT sum(occurrences)::int AS n, count(DISTINCT window_start)::int AS windows,
+      count(*)::int AS rows FROM error_logs]])
+    assert.equal(30, rows[1].n)
+    assert.equal(rows[1].windows, rows[1].rows, "one row per window")
+  end)
+
+  it("has the flusher make today's and the next 2 days' partitions", function()
+    local dsn = fresh_db()
+    local d1, d2 = day_name(dsn, 1), day_name(dsn, 2)
+    sql(dsn, ("DROP TABLE %s, %s"):format(d1, d2))
+    assert.is_false(has(partitions(dsn), d1))
+    mnemo.errors.record { message = "x" }
+    assert(tracking.start { dsn = dsn, interval = 0.02 })
+    wait_until(function()
+      return #sql(dsn, "SELECT 1 FROM error_logs") == 1
+    end, 10, "the flush")
+    tracking.stop()
+    local parts = partitions(dsn)
+    assert.is_true(has(parts, d1) and has(parts, d2), table.concat(parts, " "))
+    assert.equal(2, tracking.counters().partitions_created)
+  end)
+
+  it("drops whole partitions past the retention, deletes only from the one that straddles it", function()
+    local dsn = fresh_db()
+    mnemo.errors.record { message = "recent" }
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    -- Three old days (40 to 38 days ago), and the day 30 days ago: the
+    -- cutoff (now - 30 days) falls inside it.
+    assert.equal(3, sql(dsn, [[SELECT error_logs_create_partitions(((now() - interval '40 days') AT TIME ZONE
+      'UTC')::date, 3) AS n]])[1].n)
+    assert.equal(1, sql(dsn, [[SELECT error_logs_create_partitions(((now() - interval '30 days') AT TIME ZONE
+      'UTC')::date, 1) AS n]])[1].n)
+    local straddling = day_name(dsn, -30)
+    local function insert(age, message)
+      sql(dsn, [[INSERT INTO error_logs (window_start, severity, category, service, error_type, message)
+        VALUES (now() - $1::interval, 'ERROR', 'unknown', 'mnemo', 'Error', $2)]], { age, message })
+    end
+    for i = 1, 5 do
+      insert(("%d days"):format(38 + i % 3), "old " .. i)
+    end
+    insert("30 days 1 minute", "just past")
+    insert("29 days 23 hours", "just kept")
+    insert("100 days", "in default")
+    local before = partitions(dsn)
+    assert.equal(4 + 4, #before, table.concat(before, " ")) -- 3 ahead, default, 3 old, the straddling one
+    local deleted, dropped = mnemo.run(tracking.prune, { dsn = dsn })
+    assert.equal(3, dropped)
+    assert.equal(2, deleted, "'just past' (if its day is the straddling one) and 'in default'")
+    local after = partitions(dsn)
+    assert.equal(5, #after, table.concat(after, " "))
+    assert.is_true(has(after, straddling))
+    for _, old in ipairs(before) do
+      if not has(after, old) then
+        assert.is_true(old < straddling, old .. " dropped")
+      end
+    end
+    local kept = {}
+    for _, r in ipairs(sql(dsn, "SELECT message FROM error_logs ORDER BY message")) do
+      kept[#kept + 1] = r.message
+    end
+    assert.same({ "just kept", "recent" }, kept)
+    assert.equal(2, tracking.counters().retention_deleted)
+    assert.equal(3, tracking.counters().retention_partitions_dropped)
+  end)
+
+  it("migrates an unpartitioned error_logs holding rows, keeping them, once", function()
+    local dsn = h.pg_fresh_database()
+    -- The schema before 007: its migrations only.
+    local old_dir = os.tmpname()
+    os.remove(old_dir)
+    assert(os.execute("mkdir -p " .. old_dir))
+    for _, f in ipairs { "001_core.sql", "002_instance.sql", "003_error_tracking.sql", "004_store_file.sql",
+      "005_error_correlation.sql" } do
+      assert(os.execute(("cp %s/%s %s/"):format(mnemo.pg.MIGRATIONS, f, old_dir)))
+    end
+    mnemo.run(function()
+      local conn = assert(mnemo.pg.connect(dsn))
+      mnemo.pg.migrate(conn, old_dir)
+      conn:close()
+    end)
+    os.execute("rm -rf " .. old_dir)
+    assert.equal("r", sql(dsn, "SELECT relkind FROM pg_class WHERE oid = 'error_logs'::regclass")[1].relkind)
+    -- Rows of the old shape: one from before 003 (no fingerprint, no
+    -- window), aggregated ones of today and of 10 days ago, with a sample.
+    sql(dsn, [[INSERT INTO error_logs (first_seen, last_seen, occurrences, severity, category, service,
+      error_type, message, context, traceback) VALUES (now() - interval '3 days', now() - interval '3 days', 4,
+      'ERROR', 'database', 'indexer', 'OldError', 'before 003', '{"repository": "r"}', 'tb')]])
+    sql(dsn, [[INSERT INTO error_logs (fingerprint, window_start, first_seen, last_seen, occurrences, severity,
+      category, service, error_type, message, correlation_id, correlation_ids)
+      VALUES ('f1', date_trunc('minute', now()), now(), now(), 7, 'CRITICAL', 'cache', 'mnemo', 'E', 'today',
+        'req-1', '{req-1,req-2}'),
+      ('f2', date_trunc('minute', now() - interval '10 days'), now() - interval '10 days',
+        now() - interval '10 days', 2, 'WARNING', 'api', 'mnemo', 'E', 'ten days ago', NULL, '{}')]])
+    local before = sql(dsn, [[SELECT id, fingerprint, window_start::text AS ws, first_seen::text AS fs,
+      occurrences::int AS n, message, context::text AS ctx, traceback, correlation_ids::text AS ids
+      FROM error_logs ORDER BY id]])
+    assert.equal(3, #before)
+
+    local applied = mnemo.run(function()
+      local conn = assert(mnemo.pg.connect(dsn))
+      local a = mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
+      conn:close()
+      return a
+    end)
+    assert.is_true(has(applied, "007_error_logs_partitioned.sql"))
+    assert.equal("p", sql(dsn, "SELECT relkind FROM pg_class WHERE oid = 'error_logs'::regclass")[1].relkind)
+    local after = sql(dsn, [[SELECT id, fingerprint, window_start::text AS ws, first_seen::text AS fs,
+      occurrences::int AS n, message, context::text AS ctx, traceback, correlation_ids::text AS ids,
+      tableoid::regclass::text AS part FROM error_logs ORDER BY id]])
+    assert.equal(3, #after)
+    for i, b in ipairs(before) do
+      local a = after[i]
+      for _, k in ipairs { "id", "fingerprint", "fs", "n", "message", "ctx", "traceback", "ids" } do
+        assert.same(b[k], a[k], k)
+      end
+    end
+    assert.equal(before[1].fs, after[1].ws, "a row from before 003 takes its first_seen as its window")
+    assert.equal(before[2].ws, after[2].ws)
+    assert.equal(day_name(dsn, -3), after[1].part)
+    assert.equal(day_name(dsn, 0), after[2].part)
+    assert.equal(day_name(dsn, -10), after[3].part)
+    assert.is_nil(sql(dsn, "SELECT to_regclass('error_logs_unpartitioned') AS t")[1].t)
+    -- Every index of the old table, on the parent; the keys hold window_start.
+    local idx = {}
+    for _, r in ipairs(sql(dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'error_logs'")) do
+      idx[r.indexname] = r.indexdef
+    end
+    for _, name in ipairs { "error_logs_pkey", "error_logs_fingerprint_window", "error_logs_last_seen",
+      "error_logs_type", "error_logs_operation", "error_logs_severity", "error_logs_service", "error_logs_category",
+      "error_logs_repository", "error_logs_correlation_id", "error_logs_correlation_ids", "error_logs_context" } do
+      assert.is_not_nil(idx[name], name)
+    end
+    assert.matches("%(id, window_start%)", idx.error_logs_pkey)
+    -- New rows take ids after the old ones; the upsert works on the table.
+    mnemo.errors.record { message = "after the migration" }
+    assert.equal(1, assert(mnemo.run(tracking.flush, { dsn = dsn })))
+    local new = sql(dsn, "SELECT id FROM error_logs WHERE message = 'after the migration'")[1]
+    assert.is_true(new.id > before[3].id)
+    -- The migration's text run again changes nothing.
+    local f = assert(io.open(mnemo.pg.MIGRATIONS .. "/007_error_logs_partitioned.sql"))
+    local text = f:read("*a")
+    f:close()
+    sql(dsn, text)
+    assert.equal(4, #sql(dsn, "SELECT 1 FROM error_logs"))
+    assert.same({}, mnemo.run(function()
+      local conn = assert(mnemo.pg.connect(dsn))
+      local a = mnemo.pg.migrate(conn, mnemo.pg.MIGRATIONS)
+      conn:close()
+      return a
+    end))
+  end)
+
+  -- ---- the summary grouped by several fields ----
+
+  it("groups the summary by several fields at once, with count, first and last occurrence", function()
+    local dsn = fresh_db()
+    local function rec(category, severity, n, service)
+      for _ = 1, n do
+        mnemo.errors.record { category = category, severity = severity, service = service or "indexer",
+          error_type = "E_" .. category, message = category .. " " .. severity }
+      end
+    end
+    rec("database", "ERROR", 5)
+    rec("database", "CRITICAL", 2)
+    rec("cache", "ERROR", 3)
+    rec("cache", "ERROR", 1, "api")
+    assert(mnemo.run(tracking.flush, { dsn = dsn }))
+    local stats = assert(mnemo.run(tracking.stats, { dsn = dsn, group_by = "category,severity" }))
+    assert.equal("category,severity", stats.group_by)
+    assert.same({ "category", "severity" }, stats.fields)
+    assert.equal(3, #stats.groups)
+    local g = stats.groups[1]
+    assert.equal("database", g.category)
+    assert.equal("ERROR", g.severity)
+    assert.equal(5, g.count)
+    assert.is_nil(g.key)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", g.first_seen)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", g.last_seen)
+    assert.equal("cache", stats.groups[2].category)
+    assert.equal(4, stats.groups[2].count)
+    -- All four, as a list; and the view.
+    stats = assert(mnemo.run(tracking.stats, { dsn = dsn,
+      group_by = { "category", "service", "error_type", "severity" } }))
+    assert.equal(4, #stats.groups)
+    assert.equal("category,service,error_type,severity", stats.group_by)
+    for _, x in ipairs(stats.groups) do
+      assert.is_string(x.category)
+      assert.is_string(x.service)
+      assert.is_string(x.error_type)
+      assert.is_string(x.severity)
+    end
+    local view = sql(dsn, [[SELECT count::int AS n FROM error_summary
+      WHERE category = 'cache' AND service = 'api' AND severity = 'ERROR']])
+    assert.equal(1, view[1].n)
+    -- Hostile or wrong fields: refused, nothing run, the text not echoed.
+    for _, bad_value in ipairs { "category,severity; DROP TABLE error_logs", "category,<script>", "category,",
+      "category,category", "message", "", {} } do
+      local res, err = tracking.stats { dsn = dsn, group_by = bad_value }
+      assert.is_nil(res, tostring(bad_value))
+      assert.equal("invalid_input", err.kind)
+      assert.matches("stats: group_by: ", tostring(err))
+      assert.is_nil(tostring(err):find("DROP", 1, true))
+      assert.is_nil(tostring(err):find("<script>", 1, true))
+    end
+    local _, err = tracking.stats { dsn = dsn, group_by = "category,sevrity" }
+    assert.matches('unknown field "sevrity" (expected one of error_type, operation, service, category, severity, '
+      .. "repository or a comma list of them)", tostring(err), 1, true)
+    assert.equal(1, #sql(dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'error_logs'"))
   end)
 end)
