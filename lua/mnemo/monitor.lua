@@ -6,6 +6,8 @@
 --                                    ?correlation_id= only those of one id
 --   GET  /monitoring/errors          the HTML dashboard (refreshes itself)
 --   GET  /metrics                    Prometheus text format
+--   GET  /v1/breakers                every breaker: state, figures, false-positive
+--                                    rate and its recent failures
 --   POST /v1/breakers/:name/reset    needs Authorization: Bearer $MNEMO_ADMIN_TOKEN
 -- Each handler reads live state; the ones that need PostgreSQL or Redis
 -- ask them under short deadlines, so a dead dependency makes a page say
@@ -165,6 +167,7 @@ function _M.health(opts)
   end
   return {
     status = status,
+    timestamp = breaker.rfc3339(core.error_wall_time()),
     services = services,
     circuit_breakers = circuits,
     critical_circuits_open = critical_open,
@@ -216,9 +219,44 @@ local function get_stats(req)
     if type(err) == "table" and err.kind == "invalid_input" then
       return bad_request(tostring(err))
     end
-    return 503, { error = "unavailable", message = tracking.scrub(tostring(err)) }
+    -- The rates need no database: still there while it is down.
+    return 503, { error = "unavailable", message = tracking.scrub(tostring(err)), rates = _M.rates() }
   end
+  result.rates = _M.rates()
   return 200, result
+end
+
+-- ---- rates ----
+
+-- { operations = { name = { calls, timeouts, timeout_rate } } (over the
+-- guard's window), breakers = { name = { trips, false_positives,
+-- trips_decided, false_positive_rate } } }.
+function _M.rates()
+  local ops, brs = {}, {}
+  for name, r in pairs(guard.rates()) do
+    ops[name] = { calls = r.calls, timeouts = r.timeouts, timeout_rate = r.rate }
+  end
+  for _, name in ipairs(breaker.list()) do
+    local m = breaker.get(name):metrics()
+    brs[name] = { trips = m.trips, false_positives = m.false_positives, trips_decided = m.trips_decided,
+      false_positive_rate = m.false_positive_rate }
+  end
+  return { window = guard.WINDOW_STEP * guard.WINDOW_SLOTS, operations = ops, breakers = brs }
+end
+
+-- ---- breakers ----
+
+-- GET /v1/breakers: { breakers = [ metrics..., recent_failures = [...] ] }
+-- by name (a breaker's metrics as Breaker:metrics gives them).
+local function get_breakers()
+  local list = {}
+  for i, name in ipairs(breaker.list()) do
+    list[i] = breaker.get(name):metrics()
+  end
+  local body = cjson.encode({ breakers = list })
+  -- lua-cjson writes an empty table as {}; these are lists.
+  body = body:gsub('"recent_failures":{}', '"recent_failures":[]'):gsub('^{"breakers":{}}$', '{"breakers":[]}')
+  return 200, body, "application/json"
 end
 
 -- ---- breaker reset ----
@@ -309,6 +347,11 @@ function _M.metrics_text()
       sample(out, name, { { "operation", op } }, stats[op][counter] or 0)
     end
   end
+  metric_family(out, "mnemo_operation_timeout_rate", "gauge",
+    format("timeouts over calls of an operation in the last %d s", guard.WINDOW_STEP * guard.WINDOW_SLOTS))
+  for _, op in ipairs(ops) do
+    sample(out, "mnemo_operation_timeout_rate", { { "operation", op } }, stats[op].timeout_rate or 0)
+  end
   local list = {}
   for i, name in ipairs(breaker.list()) do
     list[i] = breaker.get(name)
@@ -328,6 +371,23 @@ function _M.metrics_text()
       local m = b:metrics()
       sample(out, name, { { "breaker", m.name } }, m[f[1]] or 0)
     end
+  end
+  metric_family(out, "mnemo_breaker_trips_total", "counter", "transitions to open")
+  for _, b in ipairs(list) do
+    local m = b:metrics()
+    sample(out, "mnemo_breaker_trips_total", { { "breaker", m.name } }, m.trips or 0)
+  end
+  metric_family(out, "mnemo_breaker_false_positives_total", "counter",
+    "trips whose first trial (half-open call or health probe) succeeded")
+  for _, b in ipairs(list) do
+    local m = b:metrics()
+    sample(out, "mnemo_breaker_false_positives_total", { { "breaker", m.name } }, m.false_positives or 0)
+  end
+  metric_family(out, "mnemo_breaker_false_positive_rate", "gauge",
+    "false positives over trips whose first trial is over")
+  for _, b in ipairs(list) do
+    local m = b:metrics()
+    sample(out, "mnemo_breaker_false_positive_rate", { { "breaker", m.name } }, m.false_positive_rate or 0)
   end
   local p = policy.status()
   metric_family(out, "mnemo_policy_generation", "gauge", "generation of the policy in force")
@@ -476,14 +536,39 @@ function _M.dashboard_html()
   for _, name in ipairs(breaker.list()) do
     local m = breaker.get(name):metrics()
     rows[#rows + 1] = { m.name, m.state, format("%d", m.failures or 0), format("%d", m.rejected or 0),
-      m.critical and "yes" or "no" }
+      m.critical and "yes" or "no", format("%d", m.trips or 0), format("%.1f%%", (m.false_positive_rate or 0) * 100) }
   end
-  local html = table_html({ "breaker", "state", "failures", "fast-fails", "critical" }, rows)
+  local html = table_html({ "breaker", "state", "failures", "fast-fails", "critical", "trips", "false positives" },
+    rows)
   -- Colour the state cells.
   for _, s in ipairs(BREAKER_STATES) do
     html = html:gsub("<td>" .. s .. "</td>", '<td class="' .. s .. '">' .. s .. "</td>")
   end
   add(html)
+
+  add("<h2>Recent breaker failures</h2>")
+  local frows = {}
+  for _, name in ipairs(breaker.list()) do
+    local recent = breaker.get(name):metrics().recent_failures or {}
+    for i = #recent, 1, -1 do
+      local f = recent[i]
+      frows[#frows + 1] = { f.time, name, f.kind, f.message }
+    end
+  end
+  add(table_html({ "time", "breaker", "kind", "message" }, frows))
+
+  add("<h2>Timeout rates (last minute)</h2>")
+  local trows, rates = {}, guard.rates()
+  local names = {}
+  for name in pairs(rates) do
+    names[#names + 1] = name
+  end
+  sort(names)
+  for _, name in ipairs(names) do
+    local r = rates[name]
+    trows[#trows + 1] = { name, format("%d", r.calls), format("%d", r.timeouts), format("%.2f%%", r.rate * 100) }
+  end
+  add(table_html({ "operation", "calls", "timeouts", "timeout rate" }, trows))
   add("</body></html>")
   return concat(parts)
 end
@@ -499,6 +584,7 @@ function _M.install()
   http.route("GET /v1/errors/stats", get_stats)
   http.route("GET /monitoring/errors", get_dashboard)
   http.route("GET /metrics", get_metrics)
+  http.route("GET /v1/breakers", get_breakers)
   http.route("POST /v1/breakers/:name/reset", post_reset)
   return true
 end

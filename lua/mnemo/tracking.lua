@@ -97,6 +97,9 @@ _M.DEFAULTS = {
     error = 10,     -- (false: no rule for it)
     warning = 50,
     webhook = nil,  -- http:// URL that gets a POST per alert fired
+    timeout_rate = false,                -- alert when an operation's timeout rate is above it
+    timeout_rate_min_calls = 20,         -- (judged from this many calls in the window)
+    breaker_false_positive_rate = false, -- alert when a breaker's false-positive rate is above it
   },
 }
 
@@ -568,6 +571,64 @@ function _M.check_alerts(opts)
       state.active[severity] = nil
       state.counts.alerts_cleared = state.counts.alerts_cleared + 1
       log.emit("info", "alert_cleared", { rule = key, severity = severity, count = count, threshold = threshold })
+    end
+  end
+  _M.check_rate_alerts(a, now, fired)
+  return fired
+end
+
+-- The rate rules (no database): per operation, timeouts / calls over the
+-- guard's window (guard.rates) when it saw at least timeout_rate_min_calls
+-- calls; per breaker, false positives / decided trips (breaker metrics).
+-- Each alert is keyed "rule:name" in state.active, fires and clears like
+-- the severity rules (WARNING).
+local function rate_alert(a, now, fired, rule, label, name, rate, threshold, judged, what)
+  local key = rule .. ":" .. name
+  local active = state.active[key]
+  if type(threshold) == "number" and judged and rate > threshold then
+    if not active then
+      active = { rule = rule, severity = "WARNING", [label] = name, rate = rate, threshold = threshold,
+        since = iso(now), service = section("error_tracking").service,
+        message = format("%s %s: %s %.4g (alert above %g)", label, name, what, rate, threshold) }
+      state.active[key] = active
+      state.counts.alerts_fired = state.counts.alerts_fired + 1
+      log.emit("error", "alert", active)
+      fired[#fired + 1] = active
+      active.notified = not a.webhook
+    else
+      active.rate = rate
+    end
+    if not active.notified and a.webhook then
+      active.notified = send_webhook(a.webhook, active)
+    end
+  elseif active then
+    state.active[key] = nil
+    state.counts.alerts_cleared = state.counts.alerts_cleared + 1
+    log.emit("info", "alert_cleared", { rule = rule, [label] = name, rate = rate, threshold = threshold })
+  end
+end
+
+function _M.check_rate_alerts(a, now, fired)
+  fired = fired or {}
+  local min_calls = a.timeout_rate_min_calls or 1
+  local seen = {}
+  for name, r in pairs(guard.rates()) do
+    seen["timeout_rate:" .. name] = true
+    rate_alert(a, now, fired, "timeout_rate", "operation", name, r.rate, a.timeout_rate, r.calls >= min_calls,
+      "timeout rate")
+  end
+  local breakers = require "mnemo.breaker"
+  for _, name in ipairs(breakers.list()) do
+    local m = breakers.get(name):metrics()
+    seen["breaker_false_positive_rate:" .. name] = true
+    rate_alert(a, now, fired, "breaker_false_positive_rate", "breaker", name, m.false_positive_rate,
+      a.breaker_false_positive_rate, m.trips_decided > 0, "false-positive rate")
+  end
+  -- an alert on an operation or breaker that is gone clears
+  for key, active in pairs(state.active) do
+    if active.rate ~= nil and not seen[key] then
+      state.active[key] = nil
+      state.counts.alerts_cleared = state.counts.alerts_cleared + 1
     end
   end
   return fired

@@ -99,6 +99,10 @@ describe("the HTTP face", function()
     end
     assert.is_not_nil(by.db_query, body)
     assert.is_true(by.db_query.count >= 1)
+    -- The rates ride along (the guard's window, not the database).
+    assert.is_true(stats.rates.operations.db_query.calls >= 1, body)
+    assert.equal("number", type(stats.rates.operations.db_query.timeout_rate))
+    assert.equal(0, stats.rates.breakers.database.trips_decided)
     assert.is_not_nil(by.db_write, body)
     code, body = mnemo.run(curl, { url .. "/v1/errors/stats?group_by=error_type" })
     assert.equal(200, code)
@@ -488,5 +492,163 @@ describe("/health and a rejected policy", function()
       assert.not_matches(dir, body, 1, true, path)
       assert.not_matches(SECRET, body, 1, true, path)
     end
+  end)
+end)
+
+-- Timeout and false-positive rates, the breakers' recent failures and the
+-- time on /health. No database: the rates do not need one.
+describe("rates, recent breaker failures and the time", function()
+  local server, url, restore_log
+  local saved = {}
+  local function setenv(name, value)
+    if saved[name] == nil then
+      saved[name] = { os.getenv(name) }
+    end
+    if value == nil then
+      mnemo.uv.os_unsetenv(name)
+    else
+      mnemo.uv.os_setenv(name, value)
+    end
+  end
+
+  setup(function()
+    local _
+    _, restore_log = h.capture_log()
+    setenv("MNEMO_PG_DSN", nil)
+    setenv("MNEMO_REDIS_URL", nil)
+    mnemo.policy._reset()
+    tracking.reset()
+    mnemo.configure {
+      breakers = { mon_br = { failure_threshold = 2, recovery_timeout = 0.05 }, mon_quiet = {} },
+      operations = { mon_op = { timeout = 1, breaker = "mon_br" }, mon_slow = { timeout = 0.01 } },
+    }
+    mnemo.run(function()
+      for _ = 1, 3 do
+        assert.equal(1, mnemo.try("mon_slow", function()
+          return 1
+        end))
+      end
+      assert.is_nil(mnemo.try("mon_slow", mnemo.sleep, nil, 0.1))
+      for _ = 1, 2 do
+        mnemo.try("mon_op", function()
+          error(mnemo.error("connection", "refused at /home/alice/db password=hunter2"))
+        end)
+      end
+      assert.equal("open", mnemo.breaker.get("mon_br"):state())
+      mnemo.sleep(0.1)
+      assert.equal(1, mnemo.try("mon_op", function()
+        return 1
+      end)) -- the first trial succeeds: a false positive
+    end)
+    monitor.install()
+    server = mnemo.run(function()
+      return assert(mnemo.http.serve { addr = "127.0.0.1:0" })
+    end)
+    url = server:url()
+  end)
+  teardown(function()
+    mnemo.run(function()
+      server:close()
+    end)
+    for name, v in pairs(saved) do
+      setenv(name, v[1])
+    end
+    mnemo.breaker.remove("mon_br")
+    mnemo.breaker.remove("mon_quiet")
+    mnemo.policy._reset()
+    tracking.reset()
+    restore_log()
+  end)
+
+  it("puts the rates in /v1/errors/stats, also while the error log is unavailable", function()
+    setenv("MNEMO_PG_DSN", "postgresql://mnemo@127.0.0.1:1/mnemo") -- nothing listens there
+    local code, body = mnemo.run(curl, { url .. "/v1/errors/stats" })
+    setenv("MNEMO_PG_DSN", nil)
+    assert.equal(503, code, body)
+    local r = json(body).rates
+    assert.equal(60, r.window)
+    assert.equal(4, r.operations.mon_slow.calls)
+    assert.equal(1, r.operations.mon_slow.timeouts)
+    assert.near(0.25, r.operations.mon_slow.timeout_rate, 1e-9)
+    assert.same({ trips = 1, false_positives = 1, trips_decided = 1, false_positive_rate = 1 }, r.breakers.mon_br)
+    assert.equal(0, r.breakers.mon_quiet.trips)
+  end)
+
+  it("serves the rates as Prometheus gauges, each family described once", function()
+    local code, body = mnemo.run(curl, { url .. "/metrics" })
+    assert.equal(200, code)
+    assert.matches('\nmnemo_operation_timeout_rate{operation="mon_slow"} 0.25\n', body, 1, true)
+    assert.matches('\nmnemo_breaker_false_positive_rate{breaker="mon_br"} 1\n', body, 1, true)
+    assert.matches('\nmnemo_breaker_false_positive_rate{breaker="mon_quiet"} 0\n', body, 1, true)
+    assert.matches('\nmnemo_breaker_trips_total{breaker="mon_br"} 1\n', body, 1, true)
+    assert.matches('\nmnemo_breaker_false_positives_total{breaker="mon_br"} 1\n', body, 1, true)
+    assert.matches("# TYPE mnemo_operation_timeout_rate gauge\n", body, 1, true)
+    assert.matches("# TYPE mnemo_breaker_false_positive_rate gauge\n", body, 1, true)
+    -- What promtool checks: a family's HELP and TYPE once, before its
+    -- samples, which are name{labels} value; counters end in _total.
+    local typed, seen_sample = {}, {}
+    for line in body:gmatch("[^\n]+") do
+      local kind, name, t = line:match("^# (%u+) ([%w_]+) (%S+)")
+      if kind == "TYPE" then
+        assert.is_nil(typed[name], "TYPE twice: " .. name)
+        assert.is_nil(seen_sample[name], "TYPE after samples: " .. name)
+        typed[name] = t
+        if t == "counter" then
+          assert.matches("_total$", name)
+        end
+      elseif not line:match("^#") then
+        assert.matches('^[a-z_]+[{]?[^}]*[}]? [-+%d.eE]+$', line)
+        local sname = line:match("^([a-z_]+)")
+        assert.is_not_nil(typed[sname], "sample without TYPE: " .. line)
+        seen_sample[sname] = true
+      end
+    end
+  end)
+
+  it("lists the breakers with their recent failures on /v1/breakers", function()
+    local code, body = mnemo.run(curl, { url .. "/v1/breakers" })
+    assert.equal(200, code, body)
+    local by = {}
+    for _, b in ipairs(json(body).breakers) do
+      by[b.name] = b
+    end
+    local f = by.mon_br.recent_failures
+    assert.equal(2, #f)
+    assert.equal("connection", f[1].kind)
+    assert.matches("refused at", f[1].message, 1, true)
+    assert.not_matches("hunter2", body, 1, true)
+    assert.not_matches("alice", body, 1, true)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", f[2].time)
+    assert.equal("closed", by.mon_br.state)
+    assert.equal(1, by.mon_br.false_positive_rate)
+    -- A breaker without failures has an empty list, not an object.
+    assert.matches('"name":"mon_quiet"', body, 1, true)
+    assert.same({}, by.mon_quiet.recent_failures)
+    assert.not_matches('"recent_failures":{}', body, 1, true)
+  end)
+
+  it("dates /health in RFC 3339 UTC", function()
+    local code, body = mnemo.run(curl, { url .. "/health" })
+    assert.equal(200, code, body)
+    local ts = json(body).timestamp
+    local y, mo, d, hh, mi, ss = ts:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.%d%d%dZ$")
+    assert.is_not_nil(y, ts)
+    -- os.time of a UTC date table: the local offset cancels out against
+    -- os.date("!*t") read the same way.
+    local function utc(t)
+      return os.time(t)
+    end
+    local now = utc(os.date("!*t"))
+    local then_ = utc { year = y, month = mo, day = d, hour = hh, min = mi, sec = ss }
+    assert.is_true(math.abs(now - then_) <= 5, ts)
+  end)
+
+  it("shows the recent failures and the timeout rates on the dashboard", function()
+    local html = monitor.dashboard_html()
+    assert.matches("<h2>Recent breaker failures</h2>", html, 1, true)
+    assert.matches("<td>mon_br</td><td>connection</td><td>refused at", html, 1, true)
+    assert.not_matches("hunter2", html, 1, true)
+    assert.matches("<td>mon_slow</td><td>4</td><td>1</td><td>25.00%</td>", html, 1, true)
+    assert.matches("<td>100.0%</td>", html, 1, true) -- mon_br's false-positive rate
   end)
 end)

@@ -927,3 +927,104 @@ describe("error tracking", function()
     assert.equal(1, #sql(dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'error_logs'"))
   end)
 end)
+
+-- The rate rules of the alerts section: an operation's timeout rate over
+-- the guard's window, a breaker's false-positive rate.
+describe("rate alerts", function()
+  local restore
+  before_each(function()
+    local _
+    _, restore = h.capture_log()
+    tracking.reset()
+    mnemo.clock.virtual(true)
+  end)
+  after_each(function()
+    mnemo.clock.virtual(false)
+    tracking.reset()
+    restore()
+  end)
+
+  it("validates the thresholds, naming the field", function()
+    for _, bad in ipairs { { timeout_rate = 1.5 }, { timeout_rate = -0.1 }, { timeout_rate = "1%" },
+      { breaker_false_positive_rate = 2 }, { breaker_false_positive_rate = true },
+      { timeout_rate_min_calls = 0 }, { timeout_rate_min_calls = 2.5 } } do
+      local key = next(bad)
+      local ok, err = pcall(tracking.configure, { alerts = bad })
+      assert.is_false(ok, key)
+      assert.matches("alerts." .. key, tostring(err), 1, true)
+    end
+    local ok, problems = require("mnemo.config").validate { alerts = { timeout_rate = 0.01, breaker_false_positive_rate = 0.05,
+      timeout_rate_min_calls = 10 } }
+    assert.is_true(ok, problems and table.concat(problems, "; "))
+    assert.is_true((require("mnemo.config").validate { alerts = { timeout_rate = false, breaker_false_positive_rate = false } }))
+  end)
+
+  local function overrun()
+    mnemo.clock.advance(2)
+    return true
+  end
+  local function ok_fn()
+    return true
+  end
+
+  it("fires on an operation's timeout rate above the threshold, from enough calls, and clears", function()
+    local op = "rate_op_" .. tostring(os.time()) .. math.random(1e6)
+    local breaker = "rate_br_" .. math.random(1e6)
+    mnemo.configure { breakers = { [breaker] = { failure_threshold = 1, recovery_timeout = 1 } },
+      operations = { [op] = { timeout = 1, breaker = breaker } } }
+    tracking.configure { alerts = { critical = false, error = false, warning = false, timeout_rate = 0.1,
+      timeout_rate_min_calls = 5, breaker_false_positive_rate = 0.05 } }
+    mnemo.run(function()
+      mnemo.try(op, ok_fn)
+      mnemo.try(op, overrun) -- 1 of 2: above, but too few calls; it also trips the breaker
+    end)
+    local fired = mnemo.run(tracking.check_alerts, { dsn = false })
+    for _, a in ipairs(fired) do
+      assert.not_equal("timeout_rate", a.rule)
+    end
+    mnemo.run(function()
+      mnemo.clock.advance(1)
+      for _ = 1, 3 do
+        mnemo.try(op, ok_fn) -- the first one: the trip's trial succeeded, a false positive
+      end
+    end)
+    fired = mnemo.run(tracking.check_alerts, { dsn = false })
+    local by = {}
+    for _, a in ipairs(fired) do
+      by[a.rule] = a
+    end
+    assert.is_not_nil(by.timeout_rate, cjson.encode(fired))
+    assert.equal(op, by.timeout_rate.operation)
+    assert.near(0.2, by.timeout_rate.rate, 1e-9)
+    assert.equal("WARNING", by.timeout_rate.severity)
+    assert.is_not_nil(by.breaker_false_positive_rate, cjson.encode(fired))
+    assert.equal(breaker, by.breaker_false_positive_rate.breaker)
+    assert.equal(1, by.breaker_false_positive_rate.rate)
+    local listed = {}
+    for _, a in ipairs(tracking.alerts()) do
+      listed[a.rule .. ":" .. (a.operation or a.breaker or "")] = true
+    end
+    assert.is_true(listed["timeout_rate:" .. op])
+    assert.is_true(listed["breaker_false_positive_rate:" .. breaker])
+    -- Fires once while active.
+    assert.equal(0, #mnemo.run(tracking.check_alerts, { dsn = false }))
+    -- Successes bring the rate down: cleared.
+    mnemo.run(function()
+      for _ = 1, 20 do
+        mnemo.try(op, ok_fn)
+      end
+    end)
+    local cleared = tracking.counters().alerts_cleared or 0
+    mnemo.run(tracking.check_alerts, { dsn = false })
+    for _, a in ipairs(tracking.alerts()) do
+      assert.not_equal("timeout_rate", a.rule)
+    end
+    -- The rule switched off clears the other.
+    tracking.configure { alerts = { critical = false, error = false, warning = false,
+      breaker_false_positive_rate = false } }
+    mnemo.run(tracking.check_alerts, { dsn = false })
+    assert.same({}, tracking.alerts())
+    assert.is_true(tracking.counters().alerts_cleared >= cleared)
+    mnemo.breaker.remove(breaker)
+  end)
+end)
