@@ -74,6 +74,7 @@ local state = {
   backoff = 0,
   conn = nil,
   writing = false,
+  opened = {}, -- name -> when it last opened (monotonic), while not closed
   saved = {}, -- name -> row read at restore for a breaker not made yet
   restored = 0,
   ignored = 0,
@@ -112,10 +113,11 @@ local function on_transition(name, from, to)
   local rt = m and m.config.recovery_timeout or 0
   e.state, e.recovery_timeout, e.at_mono = to, rt, now
   if to == "open" then
-    e.opened_mono = now - max(0, rt - (m and m.retry_after or 0))
+    state.opened[name] = now - max(0, rt - (m and m.retry_after or 0))
   elseif to == "closed" then
-    e.opened_mono = nil
-  end -- half_open keeps the opening time it had, when known
+    state.opened[name] = nil
+  end -- half_open keeps the opening time, when this process saw it
+  e.opened_mono = state.opened[name]
 end
 
 local UPSERT = [[
@@ -155,7 +157,8 @@ local function write(dsn, json)
   return rows.affected
 end
 
--- Writes what is queued (inside a task). true | nil, err; on failure the
+-- Writes what is queued (inside a task; after a write already in flight).
+-- true | nil, err; on failure the
 -- entries go back to the queue unless a newer state arrived meanwhile.
 function _M.flush(opts)
   local dsn = opts and opts.dsn or state.dsn
@@ -165,8 +168,16 @@ function _M.flush(opts)
   if type(dsn) ~= "string" or dsn == "" then
     return nil, errors.new("invalid_input", "breaker_store: no DSN")
   end
+  -- The writer's batch first (it ends within its deadline).
+  local until_ = core.now() + _M.WRITE_TIMEOUT + 1
+  while state.writing and core.now() < until_ do
+    core.sleep(0.01)
+  end
   if state.writing then
     return nil, errors.new("busy", "breaker_store: a write is in flight")
+  end
+  if state.count == 0 then
+    return true
   end
   local batch, n = state.pending, state.count
   state.pending, state.count = {}, 0
@@ -418,7 +429,7 @@ end
 -- For tests: forget queued and saved state.
 function _M.reset()
   _M.stop()
-  state.pending, state.count, state.saved = {}, 0, {}
+  state.pending, state.count, state.saved, state.opened = {}, 0, {}, {}
   state.epoch = state.epoch + 1 -- a write in flight does not requeue its batch
   state.dropped, state.written, state.write_failures, state.backoff = 0, 0, 0, 0
   state.restored, state.ignored = 0, 0

@@ -87,6 +87,23 @@ describe("breaker_store", function()
     assert.is_true(math.abs((again[1].ago - r[1].ago)) < 1.5)
   end)
 
+  it("a half-open breaker's row keeps when it opened", function()
+    mnemo.run(function()
+      assert(store.start { dsn = dsn, restore = false })
+      local b = mnemo.breaker { name = "probe_dep", failure_threshold = 1, recovery_timeout = 0.2 }
+      pcall(b.call, b, function() error(mnemo.error("connection", "down")) end)
+      assert.is_true(store.flush())
+      mnemo.sleep(0.25)
+      assert.equal("half_open", b:state())
+      assert.is_true(store.flush())
+      local r = rows()
+      assert.equal("half_open", r[1].state)
+      assert.is_true(r[1].ago >= 0.2 and r[1].ago < 2, tostring(r[1].ago))
+      store.reset()
+      mnemo.breaker.remove("probe_dep")
+    end)
+  end)
+
   it("once the recovery time has passed, a stale row does not reopen it", function()
     local t = child("trip", 0.5)
     assert.equal("open", t.state)
@@ -105,7 +122,9 @@ describe("breaker_store", function()
     assert.same({ "dep" }, c.restored)
     assert.is_true(c.ran) -- the probe
     assert.equal("closed", c.state) -- it succeeded
-    assert.equal("closed", rows()[1].state)
+    local r = rows()
+    assert.equal("closed", r[1].state)
+    assert.is_nil(r[1].ago) -- closed: no opening time
   end)
 
   it("caps the remaining time at the breaker's current recovery_timeout", function()
