@@ -270,7 +270,7 @@ describe("mnemo.pg", function()
       c:close()
       return rows[1].t
     end)
-    assert.equal("code_chunks,error_logs,graph_edges,graph_nodes,index_jobs,mnemo_instance,pending_embeddings,"
+    assert.equal("circuit_breaker_state,code_chunks,error_logs,graph_edges,graph_nodes,index_jobs,mnemo_instance,pending_embeddings,"
       .. "schema_migrations", tables)
   end)
 
