@@ -17,6 +17,7 @@ local errors = require "mnemo.errors"
 local log = require "mnemo.log"
 local pg = require "mnemo.pg"
 local timeout = require "mnemo.timeout"
+local overrides = require "mnemo.overrides"
 local degrade = require "mnemo.degrade"
 local embed = require "mnemo.embed"
 local backfill = require "mnemo.backfill"
@@ -474,7 +475,7 @@ local function index_one(run, w, file, state)
       error(err, 0)
     end
     return c
-  end, { context = context })
+  end, { context = context, timeouts = file.timeouts })
   if not ok then
     local kind = errors.classify(chunks)
     return "failed", kind == "timeout" and "parse_timeout" or ("parse_" .. kind)
@@ -485,7 +486,7 @@ local function index_one(run, w, file, state)
     local p = store_file(worker_conn(run, w), run.repository, file, chunks, embeddings)
     state.committed, state.pending = true, p
     return p
-  end, { context = context })
+  end, { context = context, timeouts = file.timeouts })
   -- A store that committed is the file indexed even when the guard calls
   -- it a failure: the shielded COMMIT finished after the attempt's (or the
   -- file's) deadline had passed.
@@ -643,7 +644,18 @@ function _M.index(opts)
   -- reason like the store's own timeout.
   local function index_file(w, file)
     local state = {}
-    local ok, err = pcall(timeout.timeout, { seconds = guard.explain("index_file").timeout,
+    -- The policy's per-repository and per-path timeouts for this file
+    -- (mnemo.overrides): the guard's operations and index_file itself.
+    local seconds = guard.explain("index_file").timeout
+    if overrides.active() then
+      local own = overrides.for_file(run.repository, file.rel)
+      file.timeouts = own
+      local name = guard.explain("index_file").timeout_name
+      if own and name and own[name] then
+        seconds = own[name]
+      end
+    end
+    local ok, err = pcall(timeout.timeout, { seconds = seconds,
       operation = "index_file", context = { file_path = file.rel } }, index_attempt, run, w, file, state)
     if state.committed then
       record(run, file, "indexed")

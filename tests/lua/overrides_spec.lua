@@ -109,4 +109,29 @@ describe("timeout overrides", function()
       assert.matches(c[2], table.concat(problems, "\n"))
     end
   end)
+  it("reaches the indexer: a path rule gives its files the time the rest does not get", function()
+    local dsn = h.pg_migrated_database()
+    local root = os.tmpname()
+    os.remove(root)
+    assert(os.execute("mkdir -p '" .. root .. "/keep' '" .. root .. "/rest'") == 0)
+    for i = 1, 3 do
+      h.write_file(("%s/keep/k%d.py"):format(root, i), "def kept_" .. i .. "():\n    return 1\n")
+      h.write_file(("%s/rest/r%d.py"):format(root, i), "def rest_" .. i .. "():\n    return 1\n")
+    end
+    -- index_file gets a microsecond: every file runs out, but keep/**.
+    mnemo.configure {
+      timeouts = { index_file = 0.000001, default = 10 },
+      operations = { index_file = { timeout = "index_file" } },
+      paths = { { glob = "keep/**", timeouts = { index_file = 30 } } },
+    }
+    local r = mnemo.run(mnemo.index, { root = root, repository = "overrides", dsn = dsn, backfill_wait = 0,
+      db_outage_wait = 0 })
+    os.execute("rm -rf '" .. root .. "'")
+    assert.equal(3, r.files_indexed)
+    assert.equal(3, r.files_failed)
+    local stored = h.sql(dsn, [[SELECT DISTINCT file_path FROM code_chunks WHERE repository = 'overrides'
+      ORDER BY file_path]])
+    assert.same({ "keep/k1.py", "keep/k2.py", "keep/k3.py" }, { stored[1].file_path, stored[2].file_path,
+      stored[3].file_path })
+  end)
 end)
