@@ -46,6 +46,7 @@ local log = require "mnemo.log"
 local events = require "mnemo.error_events"
 local config = require "mnemo.config"
 local guard = require "mnemo.guard"
+local breakers = require "mnemo.breaker"
 local pg = require "mnemo.pg"
 local http = require "mnemo.http_client"
 local cjson = require "cjson.safe"
@@ -617,7 +618,6 @@ function _M.check_rate_alerts(a, now, fired)
     rate_alert(a, now, fired, "timeout_rate", "operation", name, r.rate, a.timeout_rate, r.calls >= min_calls,
       "timeout rate")
   end
-  local breakers = require "mnemo.breaker"
   for _, name in ipairs(breakers.list()) do
     local m = breakers.get(name):metrics()
     seen["breaker_false_positive_rate:" .. name] = true
