@@ -77,7 +77,9 @@ describe("policies/default.lua", function()
     assert.same({ 5, 30, 1, false }, breaker_of("redis"))
     assert.same({ "embedding", 2, 2, 10, "full", "connection,http_5xx,rate_limited,timeout" },
       retry_of("embed_batch"))
-    assert.same({ 3, 60, 1, true }, breaker_of("embedding"))
+    assert.same({ 0, 30, 1, true }, breaker_of("embedding"))
+    local ec = t:metrics("embedding").config
+    assert.same({ 0.5, 20, 10 }, { ec.failure_rate, ec.window_size, ec.minimum_calls })
     assert.equal("embedding", t:explain("embed_batch").bulkhead)
     for _, op in ipairs({ "db_connect", "db_query", "db_write", "graph_neighbors", "vector_search" }) do
       assert.same({ "database", 3, 1, 10, "full", "connection,deadlock,timeout,too_many_connections" },

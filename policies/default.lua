@@ -35,7 +35,13 @@ return {
   },
   breakers = {
     redis = { failure_threshold = 5, recovery_timeout = 30, half_open_max_calls = 1 },
-    embedding = { failure_threshold = 3, recovery_timeout = 60, critical = true },
+    -- By rate, not by a streak: an embedder that fails 20 % of requests is
+    -- flaky, not down (retries and the backfill absorb it); 3 failures in a
+    -- row, retries included, opened it 7 times in one `make recovery` run
+    -- and left 9,034 chunks queued at the end. Half the last 20 attempts
+    -- failing (10 at least) is an outage.
+    embedding = { failure_threshold = 0, failure_rate = 0.5, window = "count", window_size = 20,
+                  minimum_calls = 10, recovery_timeout = 30, critical = true },
     database = { failure_threshold = 3, recovery_timeout = 10, critical = true },
     alert_webhook = { failure_threshold = 3, recovery_timeout = 60 },
   },
