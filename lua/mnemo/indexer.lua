@@ -335,6 +335,17 @@ local function embed_chunks(run, chunks)
     end)
     if not ok then
       run.report.embed_failures = run.report.embed_failures + 1
+      -- The chunks go to the backfill queue. One line per run and breaker
+      -- state (an outage is one line, not one per file), naming the state:
+      -- "open" says the embedder is down, "closed" that it failed anyway.
+      local name = guard.explain("embed_batch").breaker
+      local b = name and breaker.get(name)
+      local state = b and b:state() or "none"
+      if run.embed_failure_state ~= state then
+        run.embed_failure_state = state
+        log.emit("warn", "embedding_failed", { repository = run.repository, breaker = name, breaker_state = state, error = tostring(res), class = errors.classify(res),
+          queued = "backfill" })
+      end
       return nil
     end
     if missing == chunks then

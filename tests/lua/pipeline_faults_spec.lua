@@ -180,6 +180,17 @@ describe("the pipeline under faults", function()
       embedder = embedder, backfill_wait = 30 })
     os.execute("rm -rf '" .. root .. "'")
     assert.is_true(#transitions("embedding") >= 1, "the breaker never opened: the test proves nothing")
+    -- A line when the breaker state the failures meet changes, naming it
+    -- (not one per file: 5 failed calls, a few lines).
+    local failed_lines = h.events(lines, "embedding_failed")
+    assert.is_true(#failed_lines >= 1 and #failed_lines <= 4, #failed_lines .. " lines")
+    for i, e in ipairs(failed_lines) do
+      assert.equal("embedding", e.breaker)
+      assert.is_truthy(({ closed = true, open = true, half_open = true })[e.breaker_state], e.breaker_state)
+      if i > 1 then
+        assert.are_not.equal(failed_lines[i - 1].breaker_state, e.breaker_state)
+      end
+    end
     assert.equal(NFILES, r.files_indexed)
     assert.equal(0, r.embeddings_pending)
     local missing = sql([[SELECT count(*)::int AS n FROM code_chunks
