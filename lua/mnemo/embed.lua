@@ -24,12 +24,17 @@ local function text_of(chunk)
   return (chunk.name_path or "") .. "\n" .. (chunk.source or "")
 end
 
--- Below this much work a batch is embedded inline, on the loop thread:
--- a thread-pool round trip costs more than the work itself. The work is
--- counted in bytes of text plus one per dimension of each vector (about
--- 8 ns each here). Measured by bench/embed_bench.lua (docs/PERFORMANCE.md,
--- "Embedding on the thread pool").
-_M.INLINE_COST = 4096
+-- Below this much work a batch is embedded inline, on the loop thread.
+-- The work is counted in bytes of text plus one per dimension of each
+-- vector (7-9 ns each here). A pool round trip costs 40-70 us of CPU of its
+-- own (the thread hand-off, the copies, the result strings) and as much
+-- latency: at 64 KiB of work (about 0.5 ms inline, the longest the loop
+-- is held) that is under 10 % and falling; below it inline is measurably
+-- cheaper (+30 % at 32 KiB, 2-3x at 4 KiB). An indexed file's batch (a
+-- few chunks of 1-8 KB) stays inline; a huge file or a batch of large
+-- chunks goes to the pool. Measured by bench/embed_bench.lua
+-- (docs/PERFORMANCE.md, "Embedding on the thread pool").
+_M.INLINE_COST = 64 * 1024
 -- A larger batch goes to the pool in slices of about this much work (some
 -- 10 ms of a pool thread): the texts are copied into each job on the loop
 -- thread (a slice at a time, not a whole 100 MB batch at once), the
