@@ -234,9 +234,15 @@ local record = core.error_record
 -- allowed list). `error` (an error value) gives the message, the error
 -- type and a traceback when they are not given. The table is read here,
 -- in Lua, where the JIT makes field reads nearly free; C gets arguments.
+-- The policy's error_tracking switch (mnemo.guard sets it at configure).
+_M.recording = true
+
 function _M.record(t)
   if type(t) ~= "table" then
     error("errors.record: expected a table, got " .. type(t), 2)
+  end
+  if not _M.recording then
+    return false, "error tracking is switched off"
   end
   local severity, category = t.severity, t.category
   local sev = severity == nil and 3 or SEVERITY[severity]

@@ -203,6 +203,7 @@ function _M.configure(c)
   log.configure(c.log)
   log_summary.configure(c.log)
   breakers.set_switches(sw)
+  errors.recording = sw.error_tracking
   -- A switch turned off (or back on) is said once, where operators look.
   for _, name in ipairs(config.SWITCHES) do
     if sw[name] ~= active.switches[name] then

@@ -1374,13 +1374,16 @@ describe("switches", function()
       end)
       assert.equal("open", mnemo.breaker.get(br):state())
       pcall(mnemo.guard, op, failing("connection")) -- a fast-fail
-      return tracking.record { severity = "ERROR", category = "database", message = "by hand" }
+      local direct = { mnemo.errors.record { severity = "ERROR", category = "database", message = "direct" } }
+      local rok, rwhy = tracking.record { severity = "ERROR", category = "database", message = "by hand" }
+      return rok, rwhy, direct
     end
     mnemo.configure(policy(op, br, { error_tracking = false }))
     local before = recorded()
-    local ok, why = outage()
+    local ok, why, direct = outage()
     assert.is_false(ok)
     assert.equal("error tracking is switched off", why)
+    assert.same({ false, "error tracking is switched off" }, direct)
     assert.equal(before, recorded())
     assert.is_true(#events(lines, "timeout") >= 1, "still logged")
     mnemo.configure(policy(op, br))
