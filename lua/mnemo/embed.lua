@@ -26,14 +26,17 @@ end
 
 -- Below this much work a batch is embedded inline, on the loop thread.
 -- The work is counted in bytes of text plus one per dimension of each
--- vector (7-9 ns each here). A pool round trip costs 40-70 us of CPU of its
--- own (the thread hand-off, the copies, the result strings) and as much
--- latency: at 64 KiB of work (about 0.5 ms inline, the longest the loop
--- is held) that is under 10 % and falling; below it inline is measurably
--- cheaper (+30 % at 32 KiB, 2-3x at 4 KiB). An indexed file's batch (a
--- few chunks of 1-8 KB) stays inline; a huge file or a batch of large
--- chunks goes to the pool. Measured by bench/embed_bench.lua
--- (docs/PERFORMANCE.md, "Embedding on the thread pool").
+-- vector (7-9 ns each here). A pool round trip costs 25-55 us of the loop
+-- thread and 40-100 us of CPU in all (the thread hand-off, the copies, the
+-- result strings), and as much latency. At 64 KiB of work (about 0.45 ms
+-- inline, the longest the loop is held) the pool frees ~0.4 ms of the
+-- loop for 8-25 % more CPU, at 128 KiB for ~5 %; below, inline is
+-- measurably cheaper (+25-30 % CPU on the pool at 32 KiB, 2-3x at 4 KiB)
+-- and the loop is held for less than a file's other work takes. An
+-- indexed file's batch (a few chunks of 1-8 KB) stays inline; a huge file
+-- or a batch of large chunks goes to the pool. Measured by
+-- bench/embed_bench.lua (docs/PERFORMANCE.md, "Embedding on the thread
+-- pool").
 _M.INLINE_COST = 64 * 1024
 -- A larger batch goes to the pool in slices of about this much work (some
 -- 10 ms of a pool thread): the texts are copied into each job on the loop
