@@ -100,7 +100,8 @@ end
 
 local function open_window(t)
   window_start, window_ts = t, log.timestamp()
-  if not log.exiting() then
+  if log.HOSTED and not log.exiting() then
+    -- (under plain luajit no task: the next note or the exit closes it)
     pcall(spawn, closer, t) -- (not inside a sandboxed call: a note then closes it)
   end
 end
