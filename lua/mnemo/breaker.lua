@@ -241,6 +241,16 @@ end
 
 core.set_breaker_listener(function(name, from, to)
   local b = registry[name]
+  if b and from == "open" then
+    -- Calls admitted before it opened that then succeeded: one warning per
+    -- open period, with the count (not one line per call).
+    local n = b.ud:metrics().successes_while_open or 0
+    local seen = b.successes_while_open_seen or 0
+    if n > seen then
+      b.successes_while_open_seen = n
+      log.emit("warn", "breaker_success_while_open", { breaker = name, successes = n - seen })
+    end
+  end
   if b and to == "open" then
     -- A shared error (a nested breaker's fast-fail) is copied: its live
     -- fields would change under the cause.

@@ -399,7 +399,10 @@ static void on_outcome(mnemo_breaker_t *b, uint64_t now_ns,
       transition(b, MNEMO_BREAKER_CLOSED, now_ns);
     break;
   case MNEMO_BREAKER_OPEN:
-    break; /* admitted before it opened: counted above, decides nothing */
+    /* admitted before it opened: counted above, decides nothing */
+    if (!bad)
+      b->successes_while_open++;
+    break;
   }
 }
 

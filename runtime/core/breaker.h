@@ -117,6 +117,9 @@ struct mnemo_breaker {
   /* lifetime: calls = successes + failures (slow successes are failures,
    * and also counted in slow_calls); ignored and rejected apart */
   uint64_t calls, successes, failures, slow_calls, rejected, ignored;
+  /* successes of calls admitted before it opened that ended while OPEN: a
+   * sign the trip was early, or the dependency came back (a warning) */
+  uint64_t successes_while_open;
   /* set by the caller after init; may be NULL */
   mnemo_breaker_transition_cb on_transition;
   void *data;

@@ -209,6 +209,7 @@ static int l_metrics(lua_State *L) {
   set_number(L, "failures", (double)b->failures);
   set_number(L, "slow_calls", (double)b->slow_calls);
   set_number(L, "rejected", (double)b->rejected);
+  set_number(L, "successes_while_open", (double)b->successes_while_open);
   set_number(L, "ignored", (double)b->ignored);
   set_number(L, "consecutive_failures", b->consecutive_failures);
   set_number(L, "window_calls", m.window_calls);

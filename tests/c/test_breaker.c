@@ -1344,6 +1344,30 @@ static void test_restore(void **state) {
   mnemo_breaker_free(&b);
 }
 
+/* A call admitted while CLOSED that succeeds once the breaker has opened
+ * decides nothing, and is counted apart: it says the trip may have come
+ * early (the Lua side warns once per open period). */
+static void test_success_while_open_counted(void **state) {
+  mnemo_breaker_t b;
+  mnemo_breaker_config_t cfg;
+  (void)state;
+
+  mnemo_breaker_config_default(&cfg);
+  assert_int_equal(mnemo_breaker_init(&b, "late", &cfg, T0), 0);
+  assert_int_equal(mnemo_breaker_acquire(&b, T0, NULL), 0); /* the slow one */
+  outcomes(&b, T0, "FFFFF");
+  assert_int_equal(b.state, MNEMO_BREAKER_OPEN);
+  mnemo_breaker_on_success(&b, T0 + MS, 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_OPEN);
+  assert_int_equal(b.successes_while_open, 1);
+  /* A failure ending while open is not counted there. */
+  assert_int_equal(mnemo_breaker_acquire(&b, T0 + 40 * SEC, NULL), 0);
+  assert_int_equal(b.state, MNEMO_BREAKER_HALF_OPEN);
+  mnemo_breaker_on_success(&b, T0 + 40 * SEC, 0);
+  assert_int_equal(b.successes_while_open, 1);
+  mnemo_breaker_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -1378,6 +1402,7 @@ int main(void) {
       cmocka_unit_test(test_metrics_clamp_window_sums),
       cmocka_unit_test(test_retry_after_reopened_in_callback),
       cmocka_unit_test(test_restore),
+      cmocka_unit_test(test_success_while_open_counted),
   };
   return cmocka_run_group_tests_name("breaker", tests, NULL, NULL);
 }

@@ -1613,3 +1613,42 @@ describe("rates and recent failures", function()
     assert.equal("refused #5", b:metrics().recent_failures[1].message)
   end)
 end)
+
+describe("a success while the breaker is open", function()
+  it("is counted and logged once per open period, with the count", function()
+    local lines, restore = quiet()
+    mnemo.clock.virtual(true)
+    local op, br = uniq("late"), uniq("late_br")
+    mnemo.configure {
+      breakers = { [br] = { failure_threshold = 3, recovery_timeout = 10 } },
+      operations = { [op] = { timeout = 60, breaker = br } },
+    }
+    mnemo.run(function()
+      -- Two slow calls are admitted while closed; three fast failures open
+      -- the breaker; then the slow ones succeed.
+      local slow = {}
+      for i = 1, 2 do
+        slow[i] = start(mnemo.try, op, function()
+          mnemo.sleep(5)
+          return "late"
+        end)
+      end
+      for _ = 1, 3 do
+        mnemo.try(op, failing("connection"))
+      end
+      assert.equal("open", mnemo.breaker.get(br):state())
+      mnemo.clock.advance(5)
+      assert.equal("late", slow[1].result[2])
+      assert.equal("late", slow[2].result[2])
+      mnemo.clock.advance(6) -- past the recovery: the next look half-opens it
+      assert.equal("half_open", mnemo.breaker.get(br):state())
+    end)
+    restore()
+    mnemo.clock.virtual(false)
+    local warned = events(lines, "breaker_success_while_open")
+    assert.equal(1, #warned)
+    assert.equal(br, warned[1].breaker)
+    assert.equal(2, warned[1].successes)
+    assert.equal(2, mnemo.breaker.get(br):metrics().successes_while_open)
+  end)
+end)
