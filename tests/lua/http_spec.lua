@@ -442,8 +442,15 @@ describe("mnemo-run --serve", function()
       http.route("GET /hello", function(req) return { hello = req.query.name } end)
       print("script", arg[0] ~= nil, ...)
     ]])
+    local p
+    -- a failed assertion before p.stop() must not leave the child serving
+    finally(function()
+      if p and p.code == nil then
+        uv.process_kill(p.handle, "sigkill")
+      end
+    end)
     mnemo.run(function()
-      local p = start_serving({ "--serve", "127.0.0.1:0", path, "a", "b" }, env)
+      p = start_serving({ "--serve", "127.0.0.1:0", path, "a", "b" }, env)
       assert(p.url, "no URL on stderr: " .. table.concat(p.err))
       local r = curl(p.url .. "/health")
       assert.equal(200, r.status)
@@ -458,8 +465,14 @@ describe("mnemo-run --serve", function()
   end)
 
   it("serves without a script, and stops on SIGINT", function()
+    local p
+    finally(function()
+      if p and p.code == nil then
+        uv.process_kill(p.handle, "sigkill")
+      end
+    end)
     mnemo.run(function()
-      local p = start_serving({ "--serve", "127.0.0.1:0" }, env)
+      p = start_serving({ "--serve", "127.0.0.1:0" }, env)
       assert(p.url, "no URL on stderr: " .. table.concat(p.err))
       assert.equal(404, curl(p.url .. "/nope").status)
       uv.process_kill(p.handle, "sigint")
