@@ -102,7 +102,11 @@ local BULKHEAD_KEYS = set { "max_concurrent", "max_queue", "max_wait" }
 local OPERATION_KEYS = set { "timeout", "retry", "breaker", "bulkhead", "idempotent", "deadline", "fallback",
   "should_retry", "next_delay" }
 local TOP_KEYS = set { "timeouts", "retry", "breakers", "bulkheads", "operations", "degrade", "alerts",
-  "error_tracking", "include", "sandbox", "log", "switches", "repositories", "paths" }
+  "error_tracking", "include", "sandbox", "log", "switches", "repositories", "paths", "lsp" }
+-- lsp = { [language] = { cmd = { "pylsp" }, ... } }: which server serves a
+-- language, and its limits.
+local LSP_LANGUAGES = set { "python", "javascript", "c", "lua" }
+local LSP_KEYS = set { "cmd", "max_in_flight", "max_frame_mib", "init_timeout", "restarts_per_minute", "enabled" }
 local LOG_KEYS = set { "level", "summary_interval", "rate_limit" }
 local LOG_LEVELS = set { "debug", "info", "warn", "error", "critical" }
 local SANDBOX_KEYS = set { "budget", "memory_mib", "hook_budget", "hook_memory_mib" }
@@ -379,6 +383,43 @@ function _M.validate(c)
       end
     end
     overrides.check(ck, c, known)
+  end
+  if c.lsp ~= nil and ck:table(c.lsp, "lsp") then
+    for lang, l in pairs(c.lsp) do
+      local path = join("lsp", lang)
+      if type(lang) ~= "string" or not LSP_LANGUAGES[lang] then
+        ck.problems[#ck.problems + 1] = format("%s: expected a language (c, javascript, lua, python), got %s", path,
+          show(lang))
+      elseif ck:table(l, path) then
+        ck:keys(l, path, LSP_KEYS)
+        -- A program and its arguments, run without a shell.
+        local cmd = l.cmd
+        local ok = type(cmd) == "table" and #cmd >= 1 and #cmd <= 64
+        if ok then
+          for i = 1, #cmd do
+            local a = cmd[i]
+            if type(a) ~= "string" or #a == 0 or #a > 4096 or a:find("%z") then
+              ok = false
+            end
+          end
+          for k in pairs(cmd) do
+            if type(k) ~= "number" or k < 1 or k > #cmd or k % 1 ~= 0 then
+              ok = false
+            end
+          end
+        end
+        if not ok then
+          ck:problem(path .. ".cmd", "a list of 1 to 64 non-empty strings (the program, then its arguments)", cmd)
+        end
+        ck:number(l, path, "max_in_flight", { what = "integer in [1, 256]", integer = true, min = 1, max = 256 })
+        ck:number(l, path, "max_frame_mib", { what = "integer in [1, 256]", integer = true, min = 1, max = 256 })
+        ck:number(l, path, "init_timeout", DURATION)
+        ck:number(l, path, "restarts_per_minute", { what = "integer in [0, 60]", integer = true, min = 0, max = 60 })
+        if l.enabled ~= nil and type(l.enabled) ~= "boolean" then
+          ck:problem(path .. ".enabled", "true or false", l.enabled)
+        end
+      end
+    end
   end
   if c.log ~= nil and ck:table(c.log, "log") then
     ck:keys(c.log, "log", LOG_KEYS)

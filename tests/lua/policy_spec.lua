@@ -259,6 +259,26 @@ describe("policy files", function()
     assert.equal(3, mnemo.policy.status().generation)
   end)
 
+  it("validates the lsp section: languages, the command as a list, the limits", function()
+    local validate = require("mnemo.config").validate
+    assert.is_true(validate { lsp = { python = { cmd = { "pylsp" }, max_in_flight = 8 },
+      c = { cmd = { "clangd", "--background-index=false" }, init_timeout = 20, restarts_per_minute = 5 } } })
+    local bad = {
+      { { lsp = { cobol = { cmd = { "x" } } } }, 'lsp.cobol: expected a language %(c, javascript, lua, python%), got "cobol"' },
+      { { lsp = { python = { cmd = "pylsp --stdio" } } }, "lsp.python.cmd: expected a list of 1 to 64 non%-empty strings" },
+      { { lsp = { python = { cmd = {} } } }, "lsp.python.cmd: expected a list" },
+      { { lsp = { python = { cmd = { "pylsp", "" } } } }, "lsp.python.cmd: expected a list" },
+      { { lsp = { python = { cmd = { "pylsp" }, max_in_flight = 0 } } }, "lsp.python.max_in_flight: expected integer in %[1, 256%], got 0" },
+      { { lsp = { python = { cmd = { "pylsp" }, shell = true } } }, 'lsp.python: unknown key "shell"' },
+      { { lsp = { python = { cmd = { "pylsp" }, enabled = "no" } } }, 'lsp.python.enabled: expected true or false, got "no"' },
+    }
+    for _, c in ipairs(bad) do
+      local ok, problems = validate(c[1])
+      assert.is_nil(ok, c[2])
+      assert.matches(c[2], table.concat(problems, "\n"))
+    end
+  end)
+
   it("refuses in validation what the C parts would refuse at configure (--check-policy agrees with load)", function()
     local validate = require("mnemo.config").validate
     local ok, problems = validate { breakers = { x = { failure_threshold = 0 } } }
