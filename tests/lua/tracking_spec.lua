@@ -479,6 +479,10 @@ describe("error tracking", function()
     end
     local base = assert(server("start"), "could not start a private PostgreSQL")
     finally(function()
+      -- the flusher first: left running, it would retry a server that is gone
+      if tracking.running() then
+        tracking.stop()
+      end
       server("stop")
       os.execute("rm -rf " .. dir)
     end)
