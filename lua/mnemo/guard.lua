@@ -126,12 +126,9 @@ local function compile_op(name, spec, parts)
     stats = stats_for(name),
   }
   op.has_budget = op.retry ~= nil and op.retry:budget_stats() ~= nil
+  -- class -> whether a first failure is retried, filled as classes come
+  -- (one C call per class and operation, not 15 per operation per reload)
   op.retryable = {}
-  if op.retry then
-    for _, class in ipairs(errors.CLASSES) do
-      op.retryable[class] = op.retry:should(class, 1)
-    end
-  end
   return op
 end
 
@@ -596,6 +593,9 @@ local function retried_first(op, class)
   local r = known and known[class]
   if r == nil then
     r = op.retry:should(class, 1)
+    if known then
+      known[class] = r
+    end
   end
   return r
 end
