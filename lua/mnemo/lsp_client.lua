@@ -12,6 +12,28 @@ local timeout = require "mnemo.timeout"
 
 local _M = {}
 local Client = {}
+
+-- A write to a server that has just exited raises SIGPIPE, whose default
+-- action ends the whole process; EPIPE is all we need (as http_server.c
+-- and redis.c do). A handler someone installed is left alone.
+local sigpipe_done = false
+local function ignore_sigpipe()
+  if sigpipe_done then
+    return
+  end
+  sigpipe_done = true
+  local ok, ffi = pcall(require, "ffi")
+  if not ok then
+    return
+  end
+  pcall(ffi.cdef, "typedef void (*mnemo_sighandler_t)(int); mnemo_sighandler_t signal(int, mnemo_sighandler_t);")
+  local SIGPIPE = 13 -- Linux and the BSDs
+  local ign = ffi.cast("mnemo_sighandler_t", 1)
+  local old = ffi.C.signal(SIGPIPE, ign)
+  if old ~= nil and ffi.cast("intptr_t", old) ~= 0 then
+    ffi.C.signal(SIGPIPE, old) -- not SIG_DFL: someone else's, restore it
+  end
+end
 Client.__index = Client
 
 local function err(kind, message)
@@ -44,7 +66,11 @@ local function send(self, msg)
     return nil, err("connection", self.dead)
   end
   msg.jsonrpc = "2.0"
-  local ok, werr = self.stdin:write(frame.encode(msg))
+  local ok, werr = self.stdin:write(frame.encode(msg), function(e)
+    if e then
+      fail(self, string.format("lsp %s: write failed: %s", self.name, tostring(e)))
+    end
+  end)
   if not ok then
     return nil, err("connection", string.format("lsp %s: write failed: %s", self.name, tostring(werr)))
   end
@@ -93,6 +119,7 @@ end
 -- client.start{ cmd = {...}, root = dir, name =, env =, max_bytes =, init_timeout = }
 function _M.start(opts)
   local cmd = assert(opts.cmd, "lsp_client.start: cmd required")
+  ignore_sigpipe()
   local self = setmetatable({
     name = opts.name or cmd[1], pending = {}, next_id = 0, in_flight = 0,
     decoder = frame.decoder.new({ max_bytes = opts.max_bytes }),
