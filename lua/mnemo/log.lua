@@ -208,9 +208,6 @@ _M.finish = at_exit
 local function level_of(name)
   return type(name) == "string" and levels[name:lower()] or nil
 end
-_M.is_level = function(name)
-  return level_of(name) ~= nil
-end
 
 local env_level = os.getenv("MNEMO_LOG_LEVEL")
 local threshold = levels.info
@@ -334,14 +331,6 @@ end
 function _M.set_level(name)
   threshold = assert(level_of(name), "unknown log level")
   from_policy = false
-end
-
-function _M.level()
-  for name, n in pairs(levels) do
-    if n == threshold and name ~= "warning" then
-      return name
-    end
-  end
 end
 
 -- The policy's `log` section (validated by mnemo.config): its level

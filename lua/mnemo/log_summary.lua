@@ -7,7 +7,6 @@
 --       one in full; every later one is only counted
 --   summary.flush()        writes the interval's line now (also at exit)
 --   summary.configure{ summary_interval = 10 }   the policy's `log` section
---   summary.totals()       -> counts of the interval so far (for tests)
 --
 -- Events: "failed" (the call raised, or returned nil, err), "fallback" (a
 -- fallback answered), "retry" and "timeout" (per attempt). failed +
@@ -137,16 +136,6 @@ function _M.note(event, operation, kind)
   local n = c[event] + 1
   c[event] = n
   return n == 1
-end
-
-function _M.totals()
-  local out = {}
-  for op, kinds in pairs(counts) do
-    for kind, c in pairs(kinds) do
-      out[op .. "/" .. kind] = { failed = c.failed, fallback = c.fallback, retry = c.retry, timeout = c.timeout }
-    end
-  end
-  return out
 end
 
 function _M.configure(section)
